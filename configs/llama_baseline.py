@@ -1,0 +1,15 @@
+"""The organisers' 208M Llama baseline: 24 layers (REFERENCE §0)."""
+
+from pathlib import Path
+
+from minillm_jax.config import load_config
+
+
+def get_config():
+    config = load_config(Path(__file__).with_name("base.py"))
+    config.model = "llama"
+    config.n_layer = 24
+    config.batch_size = 50
+    config.acc_steps = 4
+    config.dropout = 0.05
+    return config

@@ -1,0 +1,313 @@
+"""GPTBase and Llama from llm-baselines, in Flax linen (REFERENCE §2-3).
+
+Parameter layout (what checkpoints and the PyTorch converter see): the transformer blocks are
+stacked along a leading `n_layer` axis under params["blocks"], whether or not the forward pass runs
+them with a scan, so checkpoints do not depend on `scan_layers`. Dense kernels are (in, out).
+
+    wte/embedding (V, C)          wpe/embedding (L, C)            [gpt only]
+    blocks/ln_1/scale (n, C)      blocks/attn/c_attn/kernel (n, C, 3C)   columns: q | k | v
+    blocks/attn/c_proj/kernel (n, C, C)      blocks/ln_2/scale (n, C)
+    gpt:   blocks/mlp/c_fc/kernel (n, C, 4C)  blocks/mlp/c_proj/kernel (n, 4C, C)
+    llama: blocks/mlp/w1/kernel (n, C, H)     blocks/mlp/w2/kernel (n, C, H)  blocks/mlp/c_proj/kernel (n, H, C)
+    ln_f/scale (C,)               lm_head/kernel (C, V)            [only when tie_embeddings=False]
+    (+ "bias" leaves when bias=True, as in REFERENCE §4)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from minillm_jax import config as config_lib
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The architecture fields of a run config, hashable so it can be a static module attribute."""
+
+    model: str = "gpt"
+    n_layer: int = 12
+    n_embd: int = 768
+    n_head: int = 12
+    vocab_size: int = 50304
+    sequence_length: int = 512
+    bias: bool = False
+    dropout: float = 0.0
+    attention_dropout: float = 0.0
+    rmsnorm_eps: float = 1e-5
+    layernorm_eps: float = 1e-5
+    multiple_of: int = 256
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = True
+    init_std: float = 0.02
+    compute_dtype: str = "float32"
+    attention_impl: str = ""
+    scan_layers: bool = True
+    remat: str = "none"
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> "ModelConfig":
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {k: config[k] for k in fields if k in config and k != "attention_dropout"}
+        values["model"] = config_lib.MODEL_ALIASES.get(values.get("model", "gpt"), values.get("model"))
+        values["attention_dropout"] = config_lib.attention_dropout(config)
+        return cls(**values)
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def mlp_hidden(self) -> int:
+        """SwiGLU hidden size H = multiple_of * ceil(int(2*4C/3) / multiple_of) (llama), else 4C."""
+        if self.model != "llama":
+            return 4 * self.n_embd
+        hidden = int(2 * 4 * self.n_embd / 3)
+        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
+
+    @property
+    def dtype(self) -> Any:
+        return jnp.dtype(self.compute_dtype)
+
+
+def _normal(std: float) -> nn.initializers.Initializer:
+    return nn.initializers.normal(stddev=std)
+
+
+class LayerNorm(nn.Module):
+    """llm-baselines LayerNorm: weight, optional bias, eps 1e-5, computed in float32."""
+
+    eps: float
+    use_bias: bool
+    dtype: Any
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        c = x.shape[-1]
+        scale = self.param("scale", nn.initializers.ones, (c,), jnp.float32)
+        x32 = x.astype(jnp.float32)
+        mean = x32.mean(-1, keepdims=True)
+        var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+        y = (x32 - mean) * jax.lax.rsqrt(var + self.eps) * scale
+        if self.use_bias:
+            y = y + self.param("bias", nn.initializers.zeros, (c,), jnp.float32)
+        return y.astype(self.dtype)
+
+
+class RMSNorm(nn.Module):
+    """Llama RMSNorm: normalise in float32, cast back to the input dtype, then scale."""
+
+    eps: float
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],), jnp.float32)
+        x32 = x.astype(jnp.float32)
+        y = (x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, -1, keepdims=True) + self.eps)).astype(x.dtype)
+        return y * scale.astype(x.dtype)
+
+
+def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[Array, Array]:
+    """cos/sin of angle t * theta^(-2j/hs), shape (T, hs/2), float32."""
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    angles = jnp.arange(seq_len, dtype=jnp.float32)[:, None] * inv_freq[None, :]
+    return jnp.cos(angles), jnp.sin(angles)
+
+
+def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
+    """Rotates interleaved pairs (x[2j], x[2j+1]) of x (B, T, nh, hs), in float32 (REFERENCE §3)."""
+    b, t, h, d = x.shape
+    pairs = x.astype(jnp.float32).reshape(b, t, h, d // 2, 2)
+    a, c = pairs[..., 0], pairs[..., 1]
+    cos, sin = cos[None, :t, None, :], sin[None, :t, None, :]
+    rotated = jnp.stack([a * cos - c * sin, a * sin + c * cos], axis=-1)
+    return rotated.reshape(b, t, h, d).astype(x.dtype)
+
+
+def causal_attention(q: Array, k: Array, v: Array, *, dropout_rate: float,
+                     dropout_rng: Array | None, implementation: str) -> Array:
+    """Causal softmax attention over (B, T, nh, hs) with optional dropout on the probabilities.
+
+    Without dropout this is `jax.nn.dot_product_attention` (cuDNN flash on GPUs where available);
+    that API has no probability dropout, so training with attention dropout uses the plain XLA
+    formulation below, which materialises the (B, nh, T, T) probabilities.
+    """
+    if dropout_rng is None or dropout_rate == 0.0:
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True,
+                                            implementation=implementation or None)
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
+    t = q.shape[1]
+    mask = jnp.tril(jnp.ones((t, t), dtype=bool))
+    scores = jnp.where(mask[None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
+    probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(v.dtype)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
+
+
+class Attention(nn.Module):
+    cfg: ModelConfig
+    train: bool
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.cfg
+        b, t, c = x.shape
+        dense = lambda feats, std, name: nn.Dense(  # noqa: E731
+            feats, use_bias=cfg.bias, dtype=cfg.dtype, param_dtype=jnp.float32,
+            kernel_init=_normal(std), name=name)
+        qkv = dense(3 * c, cfg.init_std, "c_attn")(x)
+        q, k, v = (y.reshape(b, t, cfg.n_head, cfg.head_dim) for y in jnp.split(qkv, 3, axis=-1))
+        if cfg.model == "llama":
+            cos, sin = rope_tables(cfg.sequence_length, cfg.head_dim, cfg.rope_theta)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        use_dropout = self.train and cfg.attention_dropout > 0
+        y = causal_attention(
+            q, k, v, dropout_rate=cfg.attention_dropout,
+            dropout_rng=self.make_rng("dropout") if use_dropout else None,
+            implementation=cfg.attention_impl)
+        y = dense(c, cfg.init_std / math.sqrt(2 * cfg.n_layer), "c_proj")(y.reshape(b, t, c))
+        return nn.Dropout(cfg.dropout, deterministic=not self.train)(y)
+
+
+class MLP(nn.Module):
+    """GPT: c_fc -> exact GELU -> c_proj -> dropout. Llama: c_proj(silu(w1 x) * w2 x), no dropout."""
+
+    cfg: ModelConfig
+    train: bool
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        cfg = self.cfg
+        proj_std = cfg.init_std / math.sqrt(2 * cfg.n_layer)
+        dense = lambda feats, std, name, bias: nn.Dense(  # noqa: E731
+            feats, use_bias=bias, dtype=cfg.dtype, param_dtype=jnp.float32,
+            kernel_init=_normal(std), name=name)
+        if cfg.model == "llama":
+            h = nn.silu(dense(cfg.mlp_hidden, cfg.init_std, "w1", False)(x))
+            h = h * dense(cfg.mlp_hidden, cfg.init_std, "w2", False)(x)
+            return dense(cfg.n_embd, proj_std, "c_proj", False)(h)
+        h = nn.gelu(dense(cfg.mlp_hidden, cfg.init_std, "c_fc", cfg.bias)(x), approximate=False)
+        h = dense(cfg.n_embd, proj_std, "c_proj", cfg.bias)(h)
+        return nn.Dropout(cfg.dropout, deterministic=not self.train)(h)
+
+
+def make_norm(cfg: ModelConfig, name: str) -> nn.Module:
+    if cfg.model == "llama":
+        return RMSNorm(cfg.rmsnorm_eps, name=name)
+    return LayerNorm(cfg.layernorm_eps, cfg.bias, cfg.dtype, name=name)
+
+
+class Block(nn.Module):
+    """Pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). Scan-shaped: (carry, None)."""
+
+    cfg: ModelConfig
+    train: bool
+
+    @nn.compact
+    def __call__(self, x: Array, _: Any = None) -> tuple[Array, None]:
+        x = x + Attention(self.cfg, self.train, name="attn")(make_norm(self.cfg, "ln_1")(x))
+        x = x + MLP(self.cfg, self.train, name="mlp")(make_norm(self.cfg, "ln_2")(x))
+        return x, None
+
+
+_REMAT_POLICIES = {
+    "full": None,  # save nothing, recompute the whole block
+    "save_dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
+def stacked_blocks(cfg: ModelConfig, block_cls: type[nn.Module] = Block) -> type[nn.Module]:
+    """`block_cls` repeated n_layer times with parameters stacked on axis 0.
+
+    scan_layers=False unrolls the loop completely (same parameters, bigger program): useful to
+    compare speed or to step through layers; compile time then grows with depth.
+    """
+    if cfg.remat != "none":
+        block_cls = nn.remat(block_cls, prevent_cse=False, policy=_REMAT_POLICIES[cfg.remat])
+    return nn.scan(
+        block_cls,
+        variable_axes={"params": 0},
+        split_rngs={"params": True, "dropout": True},
+        length=cfg.n_layer,
+        unroll=1 if cfg.scan_layers else cfg.n_layer,
+    )
+
+
+class LMHead(nn.Module):
+    """Untied output projection (C, V); logits accumulate in float32 even under bf16 compute."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, x: Array) -> Array:
+        kernel = self.param("kernel", _normal(self.cfg.init_std),
+                            (self.cfg.n_embd, self.cfg.vocab_size), jnp.float32)
+        return jnp.einsum("btc,cv->btv", x, kernel.astype(x.dtype),
+                          preferred_element_type=jnp.float32)
+
+
+class Transformer(nn.Module):
+    """Token ids (B, T) -> float32 logits (B, T, V)."""
+
+    cfg: ModelConfig
+
+    @nn.compact
+    def __call__(self, idx: Array, train: bool = False) -> Array:
+        cfg = self.cfg
+        t = idx.shape[1]
+        if t > cfg.sequence_length:
+            raise config_lib.ConfigError(
+                f"input of length {t} is longer than sequence_length={cfg.sequence_length} "
+                "(the position/RoPE table): shorten the input or raise sequence_length")
+        embed = lambda n, name: nn.Embed(  # noqa: E731
+            n, cfg.n_embd, embedding_init=_normal(cfg.init_std), param_dtype=jnp.float32,
+            name=name)
+        wte = embed(cfg.vocab_size, "wte")
+        x = wte(idx)
+        if cfg.model == "gpt":
+            x = x + embed(cfg.sequence_length, "wpe")(jnp.arange(t))[None]
+        x = nn.Dropout(cfg.dropout, deterministic=not train)(x).astype(cfg.dtype)
+        x, _ = stacked_blocks(cfg)(cfg, train, name="blocks")(x, None)
+        x = make_norm(cfg, "ln_f")(x).astype(cfg.dtype)
+        if not cfg.tie_embeddings:
+            return LMHead(cfg, name="lm_head")(x)
+        return jnp.einsum("btc,vc->btv", x, wte.embedding.astype(cfg.dtype),
+                          preferred_element_type=jnp.float32)
+
+
+def build_model(config: ml_collections.ConfigDict | ModelConfig) -> Transformer:
+    cfg = config if isinstance(config, ModelConfig) else ModelConfig.from_config(config)
+    return Transformer(cfg)
+
+
+def init_params(model: Transformer, rng: Array) -> dict:
+    """Fresh float32 parameters (REFERENCE init)."""
+    idx = jnp.zeros((1, min(8, model.cfg.sequence_length)), jnp.int32)
+    return model.init({"params": rng}, idx, train=False)["params"]
+
+
+def abstract_params(model: Transformer) -> dict:
+    """Parameter shapes and dtypes without allocating them."""
+    return jax.eval_shape(lambda rng: init_params(model, rng), jax.random.key(0))
+
+
+def count_params(params: Any) -> int:
+    return int(sum(math.prod(p.shape) for p in jax.tree.leaves(params)))
+
+
+def num_params(params: Any, cfg: ModelConfig) -> int:
+    """llm-baselines' get_num_params(): unique parameters, minus wpe for GPT."""
+    total = count_params(params)
+    if cfg.model == "gpt":
+        total -= count_params(params["wpe"])
+    return total
