@@ -291,9 +291,9 @@ def build_model(config: ml_collections.ConfigDict | ModelConfig) -> Transformer:
 
 
 def init_params(model: Transformer, rng: Array) -> dict:
-    """Fresh float32 parameters (REFERENCE init)."""
+    """Fresh float32 parameters (REFERENCE init), compiled (eager init dispatches op by op)."""
     idx = jnp.zeros((1, min(8, model.cfg.sequence_length)), jnp.int32)
-    return model.init({"params": rng}, idx, train=False)["params"]
+    return jax.jit(lambda key: model.init({"params": key}, idx, train=False)["params"])(rng)
 
 
 def abstract_params(model: Transformer) -> dict:

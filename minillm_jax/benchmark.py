@@ -1,0 +1,124 @@
+"""Throughput and MFU of the compiled train step (the judge of speed; no data loading involved).
+
+FLOPs per token (training, forward + backward) follow PaLM / Chinchilla accounting:
+
+    flops_per_token = 6 * N + 12 * n_layer * n_embd * T
+
+where N is the parameter count that takes part in matmuls (llm-baselines' get_num_params: the tied
+embedding counts once, as the output layer; the position table is a lookup and is excluded) and the
+second term is attention's QK^T and AV matmuls over a context of T tokens (full, not halved for
+causality). For mixture-of-experts models N is the number of *active* parameters per token.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+# Dense bf16 peak FLOP/s per chip (vendor datasheets, no sparsity).
+PEAK_FLOPS = {
+    "a100": 312e12,
+    "h100": 989e12,
+    "h200": 989e12,
+    "l4": 121e12,
+    "a10": 125e12,
+    "tpu v4": 275e12,
+    "tpu v5 lite": 197e12,
+    "tpu v5e": 197e12,
+    "tpu v5p": 459e12,
+    "tpu v6 lite": 918e12,
+}
+
+
+def flops_per_token(active_params: int, n_layer: int, n_embd: int, seq_len: int) -> float:
+    return 6.0 * active_params + 12.0 * n_layer * n_embd * seq_len
+
+
+def known_peak(device: Any) -> float | None:
+    kind = device.device_kind.lower()
+    for name, peak in PEAK_FLOPS.items():
+        if name in kind:
+            return peak
+    return None
+
+
+def measure_matmul_peak(n: int = 2048, repeats: int = 5, dtype: Any = jnp.float32) -> float:
+    """Achievable matmul FLOP/s of the default device (used as the CPU 'peak')."""
+    a = jax.random.normal(jax.random.key(0), (n, n), dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), dtype)
+    f = jax.jit(lambda a, b: a @ b)
+    f(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        f(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n**3 / best
+
+
+def peak_flops(compute_dtype: str = "float32") -> tuple[float, str]:
+    """(peak FLOP/s per device, where the number comes from)."""
+    device = jax.devices()[0]
+    peak = known_peak(device) if device.platform != "cpu" else None
+    if peak is not None:
+        return peak, f"{device.device_kind} datasheet bf16 dense"
+    dtype = jnp.bfloat16 if compute_dtype == "bfloat16" else jnp.float32
+    return measure_matmul_peak(dtype=dtype), f"measured {jnp.dtype(dtype).name} matmul on {device.device_kind}"
+
+
+def benchmark(config: ml_collections.ConfigDict, steps: int = 5, warmup: int = 2,
+              ) -> dict[str, Any]:
+    """Compiles the real train step for `config` and times it on random tokens."""
+    from minillm_jax import config as config_lib
+    from minillm_jax import sharding
+    from minillm_jax.model import ModelConfig, build_model
+    from minillm_jax.optim import build_optimizer
+    from minillm_jax.params_info import active_params
+    from minillm_jax.train_step import init_state, make_train_step
+
+    config = config_lib.resolve(config, "bench")
+    config_lib.validate(config)
+    mesh = sharding.make_mesh(config.mesh_data, config.mesh_fsdp)
+    sharding.check_batch(config.batch_size, mesh)
+    model = build_model(config)
+    tx, schedule = build_optimizer(config)
+    abstract = jax.eval_shape(lambda: init_state(model, tx, config.seed))
+    shardings = sharding.tree_shardings(mesh, abstract).replace(
+        step=sharding.replicated(mesh), rng=sharding.replicated(mesh))
+    batch_sharding = sharding.batch_sharding(mesh, 3, batch_axis=1)
+    state = jax.jit(lambda: init_state(model, tx, config.seed), out_shardings=shardings)()
+    step = jax.jit(make_train_step(model, tx, schedule), in_shardings=(shardings, batch_sharding),
+                   out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=(0,))
+    shape = (config.acc_steps, config.batch_size, config.sequence_length)
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, min(config.vocab_size, 50257), (shape[0], shape[1], shape[2] + 1))
+    batch = jax.device_put({"x": tokens[..., :-1].astype(np.int32),
+                            "y": tokens[..., 1:].astype(np.int32)}, batch_sharding)
+    t = time.perf_counter()
+    compiled = step.lower(state, batch).compile()
+    compile_s = time.perf_counter() - t
+    for _ in range(warmup):
+        state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(steps):
+        t = time.perf_counter()
+        state, metrics = compiled(state, batch)
+        jax.block_until_ready(metrics)
+        times.append(time.perf_counter() - t)
+    step_time = float(np.median(times))
+    n_active = active_params(abstract.params, ModelConfig.from_config(config))
+    fpt = flops_per_token(n_active, config.n_layer, config.n_embd, config.sequence_length)
+    tokens_per_step = int(np.prod(shape))
+    peak, peak_source = peak_flops(config.compute_dtype)
+    n_dev = jax.device_count()
+    tps = tokens_per_step / step_time
+    return {"params": n_active, "flops_per_token": fpt, "compile_s": compile_s,
+            "step_time_s": step_time, "tokens_per_s": tps, "devices": n_dev,
+            "peak_flops_per_device": peak, "peak_source": peak_source,
+            "mfu": tps * fpt / (peak * n_dev), "loss": float(metrics["loss"])}

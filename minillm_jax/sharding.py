@@ -1,0 +1,76 @@
+"""Device mesh and shardings: data parallel over ('data', 'fsdp'), parameters sharded over 'fsdp'.
+
+One rule covers every parameter (dense, MoE, norms): shard the largest dimension divisible by the
+fsdp size, replicate the rest. That is plain FSDP (ZeRO-3-like), enough from one GPU to one node.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+from minillm_jax.config import ConfigError
+
+BATCH_AXES = ("data", "fsdp")
+
+
+def make_mesh(mesh_data: int = -1, mesh_fsdp: int = 1) -> Mesh:
+    """A (data, fsdp) mesh over all devices. Auto axis types: Explicit breaks embedding gathers."""
+    n = jax.device_count()
+    if mesh_fsdp <= 0 or n % mesh_fsdp:
+        raise ConfigError(f"config.mesh_fsdp={mesh_fsdp} must divide the {n} devices")
+    data = n // mesh_fsdp if mesh_data in (-1, 0) else mesh_data
+    if data * mesh_fsdp != n:
+        raise ConfigError(f"config.mesh_data={mesh_data} x config.mesh_fsdp={mesh_fsdp} must equal "
+                          f"the {n} devices: set mesh_data=-1 to use all devices")
+    return jax.make_mesh((data, mesh_fsdp), BATCH_AXES, axis_types=(AxisType.Auto,) * 2)
+
+
+def batch_parallelism(mesh: Mesh) -> int:
+    return int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
+
+
+def check_batch(batch_size: int, mesh: Mesh, field: str = "batch_size") -> None:
+    n = batch_parallelism(mesh)
+    if batch_size % n:
+        raise ConfigError(
+            f"config.{field}={batch_size} is not divisible by the {n} data-parallel devices: "
+            f"use a multiple of {n}")
+
+
+def param_spec(shape: tuple[int, ...], fsdp: int) -> P:
+    """Shard the largest dimension divisible by `fsdp` over 'fsdp'; replicate otherwise."""
+    if fsdp == 1 or not shape:
+        return P()
+    candidates = [d for d in np.argsort(shape)[::-1] if shape[d] % fsdp == 0]
+    if not candidates:
+        return P()
+    spec = [None] * len(shape)
+    spec[int(candidates[0])] = "fsdp"
+    return P(*spec)
+
+
+def tree_shardings(mesh: Mesh, tree: Any) -> Any:
+    """NamedShardings for a tree of arrays or ShapeDtypeStructs (parameters, optimizer state)."""
+    fsdp = mesh.shape["fsdp"]
+    return jax.tree.map(lambda x: NamedSharding(mesh, param_spec(tuple(x.shape), fsdp)), tree)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, P())
+
+
+def batch_sharding(mesh: Mesh, ndim: int, batch_axis: int) -> NamedSharding:
+    """Shards axis `batch_axis` of an `ndim` array over all data-parallel devices."""
+    spec = [None] * ndim
+    spec[batch_axis] = BATCH_AXES
+    return NamedSharding(mesh, P(*spec))
+
+
+def to_global(local: dict[str, np.ndarray], mesh: Mesh, batch_axis: int) -> dict[str, jax.Array]:
+    """Assembles each process's rows into global arrays sharded over the batch axes."""
+    return {k: jax.make_array_from_process_local_data(
+        batch_sharding(mesh, v.ndim, batch_axis), v) for k, v in local.items()}

@@ -1,0 +1,94 @@
+"""Pure train and eval steps: (state, batch) -> (state, metrics). Compiled once by the trainer."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import optax
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a step changes. `rng` is the run's base key; step keys are fold_in(rng, step),
+    so dropout masks depend only on (seed, step) and a resumed run draws the same ones."""
+
+    step: Array
+    params: Any
+    opt_state: Any
+    rng: Array
+
+
+def cross_entropy(logits: Array, targets: Array) -> Array:
+    """Per-token cross entropy in float32 (llm-baselines: mean over all B*T tokens)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+
+
+def make_train_step(model: Any, tx: optax.GradientTransformation,
+                    schedule: Callable[[Array], Array]) -> Callable:
+    """Builds step(state, batch) for a batch {"x", "y"} of shape (acc_steps, B, T).
+
+    Gradients of the acc_steps micro-batches are averaged (a scan, so memory is one micro-batch);
+    the reported loss is their mean (llm-baselines logs the last micro-batch's loss).
+    """
+
+    def loss_fn(params, x, y, rng):
+        logits = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
+        return cross_entropy(logits, y).mean()
+
+    grad_fn = jax.value_and_grad(loss_fn)
+
+    def step(state: TrainState, batch: dict[str, Array]) -> tuple[TrainState, dict[str, Array]]:
+        step_rng = jax.random.fold_in(state.rng, state.step)
+        acc_steps = batch["x"].shape[0]
+
+        def micro(carry, inputs):
+            loss_sum, grad_sum = carry
+            x, y, i = inputs
+            loss, grads = grad_fn(state.params, x, y, jax.random.fold_in(step_rng, i))
+            return (loss_sum + loss, jax.tree.map(jnp.add, grad_sum, grads)), None
+
+        zeros = jax.tree.map(jnp.zeros_like, state.params)
+        (loss_sum, grad_sum), _ = jax.lax.scan(
+            micro, (jnp.zeros((), jnp.float32), zeros),
+            (batch["x"], batch["y"], jnp.arange(acc_steps)))
+        grads = jax.tree.map(lambda g: g / acc_steps, grad_sum)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        metrics = {"loss": loss_sum / acc_steps, "grad_norm": optax.global_norm(grads),
+                   "lr": jnp.asarray(schedule(state.step), jnp.float32)}
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+    return step
+
+
+def make_eval_step(model: Any) -> Callable:
+    """eval(params, batch{"x","y","mask"}) -> sums of loss, correct predictions and tokens.
+
+    Deterministic (no dropout, including attention dropout, unlike llm-baselines' eval).
+    Accuracy is argmax over all vocab_size logits, as in llm-baselines.
+    """
+
+    def step(params: Any, batch: dict[str, Array]) -> dict[str, Array]:
+        logits = model.apply({"params": params}, batch["x"], train=False)
+        mask = batch["mask"].astype(jnp.float32)
+        loss = cross_entropy(logits, batch["y"])
+        correct = (jnp.argmax(logits, axis=-1) == batch["y"]).astype(jnp.float32)
+        return {"loss_sum": jnp.sum(loss * mask), "correct_sum": jnp.sum(correct * mask),
+                "tokens": jnp.sum(mask)}
+
+    return step
+
+
+def init_state(model: Any, tx: optax.GradientTransformation, seed: int) -> TrainState:
+    """A fresh state: params from key(seed) split 'params', dropout base key from the other half."""
+    from minillm_jax.model import init_params
+
+    param_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
+    params = init_params(model, param_rng)
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                      rng=dropout_rng)

@@ -1,0 +1,258 @@
+"""The training loop: build, compile once, train with async dispatch, evaluate, checkpoint, sample."""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from minillm_jax import checkpointing, data, sharding
+from minillm_jax import config as config_lib
+from minillm_jax.metrics import MetricsWriter
+from minillm_jax.model import ModelConfig, build_model, num_params
+from minillm_jax.optim import build_optimizer
+from minillm_jax.train_step import TrainState, init_state, make_eval_step, make_train_step
+
+
+class TrainingError(RuntimeError):
+    """The run cannot continue (e.g. the loss became NaN); the message says what was kept."""
+
+
+def log(message: str) -> None:
+    if jax.process_index() == 0:
+        print(message, flush=True)
+
+
+def maybe_initialize_distributed() -> None:
+    """Multi-host: jax.distributed.initialize() when the launcher set up a coordinator
+    (JAX_COORDINATOR_ADDRESS, or cluster environments JAX detects itself: SLURM, TPU pods)."""
+    wants = os.environ.get("JAX_COORDINATOR_ADDRESS") or os.environ.get("MINILLM_DISTRIBUTED")
+    if wants and not jax.distributed.is_initialized():
+        jax.distributed.initialize()
+
+
+def _format_duration(seconds: float) -> str:
+    seconds = int(max(seconds, 0))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+def _memory_report(compiled: Any) -> str:
+    try:
+        mem = compiled.memory_analysis()
+    except Exception:  # not every backend reports it
+        return "memory estimate unavailable"
+    if mem is None:
+        return "memory estimate unavailable"
+    gib = lambda n: n / 2**30  # noqa: E731
+    total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
+             - getattr(mem, "alias_size_in_bytes", 0))
+    return (f"memory estimate {gib(total):.2f} GiB per device (arguments "
+            f"{gib(mem.argument_size_in_bytes):.2f}, temporaries {gib(mem.temp_size_in_bytes):.2f})")
+
+
+def prepare_workdir(workdir: str) -> None:
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        probe = os.path.join(workdir, ".write_test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.remove(probe)
+    except OSError as err:
+        raise config_lib.ConfigError(
+            f"config.workdir={workdir!r} is not writable ({err.strerror}): choose another "
+            "directory with --config.workdir=DIR") from None
+
+
+class Evaluator:
+    """Validation loss / perplexity / accuracy (/ bits per byte) over fixed batches, token-weighted.
+
+    Periodic evals always use the same first `eval_batches` batches, so their values are
+    comparable across steps (llm-baselines LZ used the next 24 batches each time); the final eval
+    covers the whole validation set.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, model: Any, mesh: Any,
+                 param_shardings: Any):
+        self.config, self.mesh = config, mesh
+        self.meta = data.load_meta(config.data_dir)
+        self._step = jax.jit(make_eval_step(model), in_shardings=(
+            param_shardings, {k: sharding.batch_sharding(mesh, 2, 0) for k in ("x", "y", "mask")}),
+            out_shardings=sharding.replicated(mesh))
+
+    def __call__(self, params: Any, max_batches: int | None) -> dict[str, float]:
+        c = self.config
+        sums = None
+        for batch in data.iter_val_batches(
+                c.data_dir, batch_size=c.eval_batch_size,
+                seq_len=c.sequence_length, max_batches=max_batches,
+                process_index=jax.process_index(), process_count=jax.process_count()):
+            out = self._step(params, sharding.to_global(batch, self.mesh, batch_axis=0))
+            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+        sums = jax.device_get(sums)
+        tokens = float(sums["tokens"])
+        loss = float(sums["loss_sum"]) / tokens
+        result = {"val_loss": loss, "val_perplexity": math.exp(loss),
+                  "val_acc": float(sums["correct_sum"]) / tokens, "val_tokens": int(tokens)}
+        val = self.meta.get("val", {})
+        if val.get("bytes") and val.get("tokens"):
+            result["val_bpb"] = loss / math.log(2) * val["tokens"] / val["bytes"]
+        return result
+
+
+def format_eval(result: dict[str, float]) -> str:
+    text = (f"val loss {result['val_loss']:.4f} | ppl {result['val_perplexity']:.2f} | "
+            f"acc {100 * result['val_acc']:.2f}%")
+    if "val_bpb" in result:
+        text += f" | bpb {result['val_bpb']:.4f}"
+    return text + f" | {result['val_tokens']:,} tokens"
+
+
+def train(config: ml_collections.ConfigDict, name: str = "run") -> dict[str, Any]:
+    """Trains `config` to config.iterations (or the last checkpoint's step onward); returns the
+    final evaluation plus run facts."""
+    config = config_lib.resolve(config, name)
+    config_lib.validate(config)
+    maybe_initialize_distributed()
+    mesh = sharding.make_mesh(config.mesh_data, config.mesh_fsdp)
+    sharding.check_batch(config.batch_size, mesh)
+    sharding.check_batch(config.eval_batch_size, mesh, "eval_batch_size")
+    prepare_workdir(config.workdir)
+    data.ensure_dataset(config.dataset, config.data_dir)
+
+    model = build_model(config)
+    tx, schedule = build_optimizer(config)
+    abstract_state = jax.eval_shape(lambda: init_state(model, tx, config.seed))
+    state_shardings = sharding.tree_shardings(mesh, abstract_state)
+    state_shardings = state_shardings.replace(
+        step=sharding.replicated(mesh), rng=sharding.replicated(mesh))
+    log(f"model {config.model}: {num_params(abstract_state.params, ModelConfig.from_config(config)):,}"
+        f" parameters | mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform}"
+        f" device(s) | compute {config.compute_dtype}")
+
+    batch_shape = (config.acc_steps, config.batch_size, config.sequence_length)
+    batch_sharding = sharding.batch_sharding(mesh, 3, batch_axis=1)
+    abstract_batch = {k: jax.ShapeDtypeStruct(batch_shape, jnp.int32, sharding=batch_sharding)
+                      for k in ("x", "y")}
+    step_fn = jax.jit(make_train_step(model, tx, schedule),
+                      in_shardings=(state_shardings, batch_sharding),
+                      out_shardings=(state_shardings, sharding.replicated(mesh)),
+                      donate_argnums=(0,))
+    t0 = time.perf_counter()
+    sharded_abstract = jax.tree.map(
+        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+        abstract_state, state_shardings)
+    compiled_step = step_fn.lower(sharded_abstract, abstract_batch).compile()
+    log(f"compiled train step in {time.perf_counter() - t0:.1f}s | {_memory_report(compiled_step)}")
+
+    manager = checkpointing.make_manager(config.workdir, keep=config.keep)
+    state, data_state = None, None
+    latest = manager.latest_step()
+    if latest is not None:
+        state, data_state = checkpointing.restore_state(manager, latest, sharded_abstract)
+        if state.opt_state is None:  # params-only checkpoint (e.g. imported weights)
+            state = state.replace(opt_state=jax.jit(
+                tx.init, out_shardings=state_shardings.opt_state)(state.params))
+        log(f"resumed from {checkpointing.checkpoint_dir(config.workdir)}/{latest}")
+    else:
+        state = jax.jit(lambda: init_state(model, tx, config.seed),
+                        out_shardings=state_shardings)()
+
+    loader = data.TrainLoader(
+        config.data_dir, batch_size=config.batch_size, seq_len=config.sequence_length,
+        seed=config.data_seed, acc_steps=config.acc_steps,
+        process_index=jax.process_index(), process_count=jax.process_count())
+    if data_state is not None:
+        loader.set_state(data_state)
+
+    evaluator = Evaluator(config, model, mesh, state_shardings.params)
+    writer = MetricsWriter(config.workdir, enabled=jax.process_index() == 0, wandb=config.wandb,
+                           config=config.to_dict(), project=config.wandb_project,
+                           name=config.wandb_run_name or name)
+    try:
+        state, final = _loop(config, compiled_step, state, loader, evaluator, writer, manager)
+    finally:
+        manager.wait_until_finished()
+        writer.close()
+    return final
+
+
+def _loop(config: ml_collections.ConfigDict, step_fn: Callable, state: TrainState,
+          loader: Any, evaluator: Evaluator, writer: MetricsWriter, manager: Any,
+          ) -> tuple[TrainState, dict[str, Any]]:
+    mesh = evaluator.mesh
+    start = int(jax.device_get(state.step))
+    total = config.iterations
+    tokens_per_step = config.batch_size * config.acc_steps * config.sequence_length
+    pending: tuple[int, dict] | None = None  # (step, device metrics) read one step late
+    window_start, window_steps, train_time = time.perf_counter(), 0, 0.0
+
+    def read(pending_step: int, metrics: dict) -> dict:
+        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        if not math.isfinite(values["loss"]):
+            raise TrainingError(
+                f"loss became {values['loss']} at step {pending_step}: stopping; the last good "
+                f"checkpoint is kept in {checkpointing.checkpoint_dir(config.workdir)} "
+                f"(step {manager.latest_step()}). Lower lr or enable grad_clip.")
+        return values
+
+    for step in range(start, total):
+        batch = sharding.to_global(next(loader), mesh, batch_axis=1)
+        state, metrics = step_fn(state, batch)  # dispatched; runs while we read the previous one
+        if pending is not None:
+            values = read(*pending)
+            if (pending[0] + 1) % config.log_freq == 0:
+                elapsed = time.perf_counter() - window_start
+                train_time += elapsed
+                rate = window_steps * tokens_per_step / max(elapsed, 1e-9)
+                step_time = elapsed / max(window_steps, 1)
+                eta = (total - pending[0] - 1) * step_time
+                log(f"step {pending[0] + 1}/{total} | loss {values['loss']:.4f} | "
+                    f"lr {values['lr']:.2e} | {rate:,.0f} tok/s | {1000 * step_time:.0f} ms/step"
+                    f" | ETA {_format_duration(eta)}")
+                writer.write(pending[0] + 1, train_loss=values["loss"], lr=values["lr"],
+                             grad_norm=values["grad_norm"], tokens_per_s=rate,
+                             step_time_s=step_time,
+                             tokens=(pending[0] + 1) * tokens_per_step)
+                window_start, window_steps = time.perf_counter(), 0
+        pending = (step, metrics)
+        window_steps += 1
+        done = step + 1
+        is_last = done == total
+        if done % config.eval_freq == 0 and not is_last:
+            read(*pending)  # also surfaces a NaN before evaluating
+            paused = time.perf_counter()
+            result = evaluator(state.params, config.eval_batches)
+            log(f"eval @ {done}: {format_eval(result)}")
+            writer.write(done, **result)
+            window_start += time.perf_counter() - paused  # keep eval out of tokens/s
+        if config.save_every and done % config.save_every == 0 and not is_last:
+            read(*pending)
+            checkpointing.save(manager, done, state, loader.get_state(), config)
+
+    if pending is not None:
+        read(*pending)
+    final_step = int(jax.device_get(state.step))
+    checkpointing.save(manager, final_step, state, loader.get_state(), config)
+    max_batches = None if config.final_full_eval else config.eval_batches
+    result = evaluator(state.params, max_batches)
+    log(f"final eval @ {final_step}: {format_eval(result)}")
+    writer.write(final_step, **{f"final_{k}": v for k, v in result.items()})
+    result.update(step=final_step, workdir=config.workdir, train_time_s=train_time)
+    if config.sample_tokens > 0 and jax.process_index() == 0 and jax.process_count() == 1:
+        from minillm_jax.sampling import generate
+
+        text = generate(build_model(config), jax.device_get(state.params), config.sample_prompt,
+                        max_new_tokens=config.sample_tokens,
+                        temperature=config.sample_temperature, top_k=config.sample_top_k,
+                        seed=config.seed)
+        log(f"sample: {text!r}")
+        result["sample"] = text
+    return state, result

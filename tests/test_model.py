@@ -1,0 +1,158 @@
+"""Architecture facts of GPTBase and Llama (REFERENCE §2-4)."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from minillm_jax import model as M
+
+
+@pytest.mark.parametrize("name,n_layer,expected", [
+    ("gpt", 24, 208_540_416), ("llama", 24, 208_540_416), ("llama", 18, 166_063_872),
+    ("gpt", 12, 123_587_328), ("gpt", 18, 166_063_872)])
+def test_parameter_counts_match_llm_baselines(name, n_layer, expected):
+    cfg = M.ModelConfig(model=name, n_layer=n_layer)
+    params = M.abstract_params(M.Transformer(cfg))  # shapes only, nothing allocated
+    assert M.num_params(params, cfg) == expected
+
+
+def test_best_config_count():
+    from minillm_jax.config import load_config
+    from tests.conftest import REPO
+
+    config = load_config(REPO / "configs" / "best.py")
+    cfg = M.ModelConfig.from_config(config)
+    assert M.num_params(M.abstract_params(M.Transformer(cfg)), cfg) == 166_063_872
+
+
+@pytest.mark.parametrize("c,hidden", [(768, 2048), (128, 512), (256, 768), (512, 1536),
+                                      (1024, 2816)])
+def test_swiglu_hidden_size_rule(c, hidden):
+    assert M.ModelConfig(model="llama", n_embd=c, n_head=4).mlp_hidden == hidden
+
+
+def _fwd(model, train=False):
+    """Jitted forward (eager op-by-op dispatch is slow)."""
+    return jax.jit(lambda p, x, rng=None: model.apply(
+        {"params": p}, x, train=train, rngs={"dropout": rng} if train else None))
+
+
+def _tiny(**kw):
+    base = dict(model="gpt", n_layer=2, n_embd=32, n_head=4, vocab_size=128, sequence_length=16)
+    base.update(kw)
+    cfg = M.ModelConfig(**base)
+    model = M.Transformer(cfg)
+    return cfg, model, M.init_params(model, jax.random.key(0))
+
+
+@pytest.mark.parametrize("name", ["gpt", "llama"])
+def test_shapes_and_layout(name):
+    cfg, model, params = _tiny(model=name, bias=True)
+    blocks = params["blocks"]
+    assert blocks["attn"]["c_attn"]["kernel"].shape == (2, 32, 96)
+    assert blocks["attn"]["c_attn"]["bias"].shape == (2, 96)
+    assert ("wpe" in params) == (name == "gpt")
+    idx = jax.random.randint(jax.random.key(1), (3, 16), 0, 128)
+    assert _fwd(model)(params, idx).shape == (3, 16, 128)
+
+
+def test_init_statistics():
+    cfg = M.ModelConfig(model="gpt", n_layer=4, n_embd=256, n_head=4, vocab_size=4096)
+    params = M.init_params(M.Transformer(cfg), jax.random.key(0))
+    std = lambda x: float(jnp.std(x))  # noqa: E731
+    assert std(params["wte"]["embedding"]) == pytest.approx(0.02, rel=0.02)
+    assert std(params["blocks"]["mlp"]["c_fc"]["kernel"]) == pytest.approx(0.02, rel=0.02)
+    assert std(params["blocks"]["mlp"]["c_proj"]["kernel"]) == pytest.approx(
+        0.02 / math.sqrt(8), rel=0.03)
+    np.testing.assert_array_equal(params["blocks"]["ln_1"]["scale"], 1.0)
+
+
+@pytest.mark.parametrize("name", ["gpt", "llama"])
+def test_causal(name):
+    """Changing a later token never changes earlier logits."""
+    _, model, params = _tiny(model=name)
+    idx = jax.random.randint(jax.random.key(1), (1, 16), 0, 128)
+    changed = idx.at[0, 10].set((idx[0, 10] + 1) % 128)
+    a = _fwd(model)(params, idx)
+    b = _fwd(model)(params, changed)
+    np.testing.assert_allclose(a[0, :10], b[0, :10], rtol=1e-6, atol=1e-6)
+    assert not np.allclose(a[0, 10:], b[0, 10:])
+
+
+def test_rope_is_interleaved_complex_rotation():
+    """RoPE equals multiplying complex pairs (x[2j] + i x[2j+1]) by exp(i t theta_j)."""
+    x = jax.random.normal(jax.random.key(0), (1, 8, 2, 16))
+    cos, sin = M.rope_tables(8, 16, 10000.0)
+    out = np.asarray(M.apply_rope(x, cos, sin))
+    xc = np.asarray(x[..., 0::2]) + 1j * np.asarray(x[..., 1::2])
+    freqs = 1.0 / 10000.0 ** (np.arange(0, 16, 2) / 16)
+    rot = xc * np.exp(1j * np.arange(8)[None, :, None, None] * freqs)
+    expected = np.stack([rot.real, rot.imag], -1).reshape(x.shape)
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_layernorm_and_rmsnorm_eps():
+    x = jax.random.normal(jax.random.key(0), (2, 5, 32)) * 3 + 1
+    ln = M.LayerNorm(1e-5, False, jnp.float32)
+    y = ln.apply(ln.init(jax.random.key(0), x), x)
+    xn = np.asarray(x)
+    ref = (xn - xn.mean(-1, keepdims=True)) / np.sqrt(xn.var(-1, keepdims=True) + 1e-5)
+    np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
+    rms = M.RMSNorm(1e-5)
+    y = rms.apply(rms.init(jax.random.key(0), x), x)
+    np.testing.assert_allclose(y, xn / np.sqrt((xn**2).mean(-1, keepdims=True) + 1e-5),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_scan_and_unrolled_give_same_logits():
+    _, model, params = _tiny(model="llama")
+    unrolled = M.Transformer(M.ModelConfig(**{**model.cfg.__dict__, "scan_layers": False}))
+    idx = jax.random.randint(jax.random.key(1), (2, 16), 0, 128)
+    np.testing.assert_allclose(_fwd(model)(params, idx), _fwd(unrolled)(params, idx),
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("remat", ["full", "save_dots"])
+def test_remat_policies_keep_gradients(remat):
+    cfg, model, params = _tiny(model="gpt")
+    remat_model = M.Transformer(M.ModelConfig(**{**cfg.__dict__, "remat": remat}))
+    idx = jax.random.randint(jax.random.key(1), (2, 16), 0, 128)
+    loss = lambda m: jax.jit(jax.grad(lambda p: m.apply({"params": p}, idx).mean()))  # noqa: E731
+    g1 = loss(model)(params)
+    g2 = loss(remat_model)(params)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7), g1, g2)
+
+
+def test_bf16_compute_close_to_float32():
+    """bf16 activations/matmuls (float32 params, logits and norms): logits within 5e-2 absolute
+    of float32 for this small model (bf16 has an 8-bit mantissa: ~4e-3 relative per op)."""
+    cfg, model, params = _tiny(model="llama")
+    bf16 = M.Transformer(M.ModelConfig(**{**cfg.__dict__, "compute_dtype": "bfloat16"}))
+    idx = jax.random.randint(jax.random.key(1), (2, 16), 0, 128)
+    a = _fwd(model)(params, idx)
+    b = _fwd(bf16)(params, idx)
+    assert b.dtype == jnp.float32
+    np.testing.assert_allclose(a, b, atol=5e-2)
+
+
+def test_attention_dropout_only_in_training():
+    cfg, model, params = _tiny(model="gpt", dropout=0.1, attention_dropout=0.1)
+    idx = jax.random.randint(jax.random.key(1), (2, 16), 0, 128)
+    e1 = _fwd(model)(params, idx)
+    e2 = _fwd(model)(params, idx)
+    np.testing.assert_array_equal(e1, e2)  # eval is deterministic (llm-baselines' is not)
+    train = _fwd(model, train=True)
+    t1 = train(params, idx, jax.random.key(1))
+    t2 = train(params, idx, jax.random.key(2))
+    assert not np.allclose(t1, t2)
+
+
+def test_sequence_longer_than_table_is_rejected():
+    from minillm_jax.config import ConfigError
+
+    _, model, params = _tiny()
+    with pytest.raises(ConfigError, match="longer than sequence_length=16"):
+        model.apply({"params": params}, jnp.zeros((1, 17), jnp.int32))
