@@ -59,7 +59,7 @@ def make_train_step(model: Any, tx: optax.GradientTransformation,
         grads = jax.tree.map(lambda g: g / acc_steps, grad_sum)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss_sum / acc_steps, "grad_norm": optax.global_norm(grads),
+        metrics = {"loss": loss_sum / acc_steps, "grad_norm": optax.tree.norm(grads),
                    "lr": jnp.asarray(schedule(state.step), jnp.float32)}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

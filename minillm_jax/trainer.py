@@ -89,18 +89,22 @@ class Evaluator:
 
     def __call__(self, params: Any, max_batches: int | None) -> dict[str, float]:
         c = self.config
-        sums = None
+        sums, batches = None, 0
         for batch in data.iter_val_batches(
                 c.data_dir, batch_size=c.eval_batch_size,
                 seq_len=c.sequence_length, max_batches=max_batches,
                 process_index=jax.process_index(), process_count=jax.process_count()):
             out = self._step(params, sharding.to_global(batch, self.mesh, batch_axis=0))
             sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
+            batches += 1
         sums = jax.device_get(sums)
         tokens = float(sums["tokens"])
         loss = float(sums["loss_sum"]) / tokens
         result = {"val_loss": loss, "val_perplexity": math.exp(loss),
                   "val_acc": float(sums["correct_sum"]) / tokens, "val_tokens": int(tokens)}
+        # Any further eval-step outputs (e.g. MoE router statistics) are per-batch means.
+        for key in sorted(set(sums) - {"loss_sum", "correct_sum", "tokens"}):
+            result[key] = float(sums[key]) / batches
         val = self.meta.get("val", {})
         if val.get("bytes") and val.get("tokens"):
             result["val_bpb"] = loss / math.log(2) * val["tokens"] / val["bytes"]
@@ -203,42 +207,50 @@ def _loop(config: ml_collections.ConfigDict, step_fn: Callable, state: TrainStat
                 f"(step {manager.latest_step()}). Lower lr or enable grad_clip.")
         return values
 
+    def report(pending_step: int, metrics: dict) -> None:
+        """Reads a finished step's metrics (NaN check) and logs every log_freq steps."""
+        nonlocal window_start, window_steps, train_time
+        values = read(pending_step, metrics)
+        window_steps += 1
+        done = pending_step + 1
+        if done % config.log_freq and done != total:
+            return
+        elapsed = time.perf_counter() - window_start
+        train_time += elapsed
+        rate = window_steps * tokens_per_step / max(elapsed, 1e-9)
+        step_time = elapsed / max(window_steps, 1)
+        log(f"step {done}/{total} | loss {values['loss']:.4f} | lr {values['lr']:.2e} | "
+            f"{rate:,.0f} tok/s | {1000 * step_time:.0f} ms/step | "
+            f"ETA {_format_duration((total - done) * step_time)}")
+        writer.write(done, train_loss=values["loss"], lr=values["lr"],
+                     grad_norm=values["grad_norm"], tokens_per_s=rate, step_time_s=step_time,
+                     tokens=done * tokens_per_step)
+        window_start, window_steps = time.perf_counter(), 0
+
     for step in range(start, total):
         batch = sharding.to_global(next(loader), mesh, batch_axis=1)
         state, metrics = step_fn(state, batch)  # dispatched; runs while we read the previous one
         if pending is not None:
-            values = read(*pending)
-            if (pending[0] + 1) % config.log_freq == 0:
-                elapsed = time.perf_counter() - window_start
-                train_time += elapsed
-                rate = window_steps * tokens_per_step / max(elapsed, 1e-9)
-                step_time = elapsed / max(window_steps, 1)
-                eta = (total - pending[0] - 1) * step_time
-                log(f"step {pending[0] + 1}/{total} | loss {values['loss']:.4f} | "
-                    f"lr {values['lr']:.2e} | {rate:,.0f} tok/s | {1000 * step_time:.0f} ms/step"
-                    f" | ETA {_format_duration(eta)}")
-                writer.write(pending[0] + 1, train_loss=values["loss"], lr=values["lr"],
-                             grad_norm=values["grad_norm"], tokens_per_s=rate,
-                             step_time_s=step_time,
-                             tokens=(pending[0] + 1) * tokens_per_step)
-                window_start, window_steps = time.perf_counter(), 0
+            report(*pending)
         pending = (step, metrics)
-        window_steps += 1
         done = step + 1
         is_last = done == total
         if done % config.eval_freq == 0 and not is_last:
-            read(*pending)  # also surfaces a NaN before evaluating
+            report(*pending)
+            pending = None
             paused = time.perf_counter()
             result = evaluator(state.params, config.eval_batches)
             log(f"eval @ {done}: {format_eval(result)}")
             writer.write(done, **result)
             window_start += time.perf_counter() - paused  # keep eval out of tokens/s
         if config.save_every and done % config.save_every == 0 and not is_last:
-            read(*pending)
+            if pending is not None:
+                report(*pending)
+                pending = None
             checkpointing.save(manager, done, state, loader.get_state(), config)
 
     if pending is not None:
-        read(*pending)
+        report(*pending)
     final_step = int(jax.device_get(state.step))
     checkpointing.save(manager, final_step, state, loader.get_state(), config)
     max_batches = None if config.final_full_eval else config.eval_batches
