@@ -1,0 +1,73 @@
+"""Cross entropy of the output layer, plain or fused with the head matmul.
+
+With a 50k vocabulary the (tokens x vocab) logits dominate training memory (66 x 512 x 50304
+float32 = 6.8 GB for best.py) and, on CPUs, their element-wise passes dominate time. The fused
+form walks over chunks of tokens: for each chunk it forms the logits, the loss and, because the
+loss is the last operation, the gradient softmax(z) - onehot(y) right away, and multiplies it into
+the hidden-state and head-matrix gradients. The full logits never exist and nothing is recomputed
+(the Liger-kernel "fused linear cross entropy" idea, in plain JAX with a custom VJP; optax has no
+such loss).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import optax
+
+Array = jax.Array
+
+
+def cross_entropy(logits: Array, targets: Array) -> Array:
+    """Per-token cross entropy in float32 (llm-baselines: mean over all B*T tokens)."""
+    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+
+
+def _fused_forward(hidden: Array, head: Array, targets: Array, chunk: int,
+                   ) -> tuple[Array, tuple[Array, Array]]:
+    """Mean loss and its gradients with respect to hidden (N, C) and head (V, C)."""
+    n, c = hidden.shape
+    pad = (-n) % chunk
+    valid = jnp.pad(jnp.ones((n,), jnp.float32), (0, pad)).reshape(-1, chunk)
+    h = jnp.pad(hidden, ((0, pad), (0, 0))).reshape(-1, chunk, c)
+    y = jnp.pad(targets, (0, pad)).reshape(-1, chunk)
+    head_c = head.astype(hidden.dtype)
+
+    def body(grad_head, inputs):
+        h_i, y_i, valid_i = inputs
+        logits = jnp.dot(h_i, head_c.T, preferred_element_type=jnp.float32)
+        lse = jax.nn.logsumexp(logits, axis=-1)
+        target_logit = jnp.take_along_axis(logits, y_i[:, None], axis=-1)[:, 0]
+        loss = jnp.sum((lse - target_logit) * valid_i)
+        probs = jnp.exp(logits - lse[:, None])
+        grad_logits = (probs - jax.nn.one_hot(y_i, head.shape[0], dtype=jnp.float32))
+        grad_logits = (grad_logits * (valid_i / n)[:, None]).astype(hidden.dtype)
+        grad_h = jnp.dot(grad_logits, head_c, preferred_element_type=jnp.float32)
+        grad_head = grad_head + jnp.dot(grad_logits.T, h_i, preferred_element_type=jnp.float32)
+        return grad_head, (loss, grad_h.astype(hidden.dtype))
+
+    grad_head, (losses, grad_h) = jax.lax.scan(
+        body, jnp.zeros(head.shape, jnp.float32), (h, y, valid))
+    grad_h = grad_h.reshape(-1, c)[:n]
+    return jnp.sum(losses) / n, (grad_h, grad_head.astype(head.dtype))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def fused_linear_cross_entropy(hidden: Array, head: Array, targets: Array, chunk: int) -> Array:
+    """mean_i CE(hidden_i @ head.T, targets_i) for hidden (N, C), head (V, C), targets (N,)."""
+    return _fused_forward(hidden, head, targets, chunk)[0]
+
+
+def _fwd(hidden, head, targets, chunk):
+    loss, grads = _fused_forward(hidden, head, targets, chunk)
+    return loss, grads
+
+
+def _bwd(chunk, grads, cotangent):
+    grad_h, grad_head = grads
+    return grad_h * cotangent.astype(grad_h.dtype), grad_head * cotangent, None
+
+
+fused_linear_cross_entropy.defvjp(_fwd, _bwd)
