@@ -92,7 +92,8 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 5, warmup: int = 2
         step=sharding.replicated(mesh), rng=sharding.replicated(mesh))
     batch_sharding = sharding.batch_sharding(mesh, 3, batch_axis=1)
     state = jax.jit(lambda: init_state(model, tx, config.seed), out_shardings=shardings)()
-    step = jax.jit(make_train_step(model, tx, schedule), in_shardings=(shardings, batch_sharding),
+    step = jax.jit(make_train_step(model, tx, schedule, config.loss_chunk_size),
+                   in_shardings=(shardings, batch_sharding),
                    out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=(0,))
     shape = (config.acc_steps, config.batch_size, config.sequence_length)
     rng = np.random.default_rng(0)

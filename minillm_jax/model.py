@@ -248,12 +248,17 @@ class LMHead(nn.Module):
 
     cfg: ModelConfig
 
-    @nn.compact
+    def setup(self) -> None:
+        self.kernel = self.param("kernel", _normal(self.cfg.init_std),
+                                 (self.cfg.n_embd, self.cfg.vocab_size), jnp.float32)
+
     def __call__(self, x: Array) -> Array:
-        kernel = self.param("kernel", _normal(self.cfg.init_std),
-                            (self.cfg.n_embd, self.cfg.vocab_size), jnp.float32)
-        return jnp.einsum("btc,cv->btv", x, kernel.astype(x.dtype),
+        return jnp.einsum("btc,cv->btv", x, self.kernel.astype(x.dtype),
                           preferred_element_type=jnp.float32)
+
+    def matrix(self) -> Array:
+        """The output matrix as (V, C), like the tied embedding."""
+        return self.kernel.T
 
 
 class Transformer(nn.Module):
@@ -262,7 +267,10 @@ class Transformer(nn.Module):
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, idx: Array, train: bool = False) -> Array:
+    def __call__(self, idx: Array, train: bool = False,
+                 return_hidden: bool = False) -> Array | tuple[Array, Array]:
+        """Logits, or with return_hidden the final normed hidden states (B, T, C) and the
+        output matrix (V, C), for losses that fuse the head matmul (minillm_jax.losses)."""
         cfg = self.cfg
         t = idx.shape[1]
         if t > cfg.sequence_length:
@@ -280,7 +288,10 @@ class Transformer(nn.Module):
         x, _ = stacked_blocks(cfg)(cfg, train, name="blocks")(x, None)
         x = make_norm(cfg, "ln_f")(x).astype(cfg.dtype)
         if not cfg.tie_embeddings:
-            return LMHead(cfg, name="lm_head")(x)
+            head = LMHead(cfg, name="lm_head")
+            return (x, head.matrix()) if return_hidden else head(x)
+        if return_hidden:
+            return x, wte.embedding
         return jnp.einsum("btc,vc->btv", x, wte.embedding.astype(cfg.dtype),
                           preferred_element_type=jnp.float32)
 

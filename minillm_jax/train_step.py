@@ -9,6 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from minillm_jax.losses import cross_entropy, fused_linear_cross_entropy
+
 Array = jax.Array
 
 
@@ -23,21 +25,23 @@ class TrainState:
     rng: Array
 
 
-def cross_entropy(logits: Array, targets: Array) -> Array:
-    """Per-token cross entropy in float32 (llm-baselines: mean over all B*T tokens)."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
-
-
 def make_train_step(model: Any, tx: optax.GradientTransformation,
-                    schedule: Callable[[Array], Array]) -> Callable:
+                    schedule: Callable[[Array], Array], loss_chunk_size: int = 0) -> Callable:
     """Builds step(state, batch) for a batch {"x", "y"} of shape (acc_steps, B, T).
 
     Gradients of the acc_steps micro-batches are averaged (a scan, so memory is one micro-batch);
     the reported loss is their mean (llm-baselines logs the last micro-batch's loss).
+    loss_chunk_size > 0 fuses the output layer with the loss over chunks of that many tokens
+    (minillm_jax.losses): same loss and gradients, without materialising the logits.
     """
 
     def loss_fn(params, x, y, rng):
-        logits = model.apply({"params": params}, x, train=True, rngs={"dropout": rng})
+        variables, rngs = {"params": params}, {"dropout": rng}
+        if loss_chunk_size > 0:
+            hidden, head = model.apply(variables, x, train=True, rngs=rngs, return_hidden=True)
+            return fused_linear_cross_entropy(
+                hidden.reshape(-1, hidden.shape[-1]), head, y.reshape(-1), loss_chunk_size)
+        logits = model.apply(variables, x, train=True, rngs=rngs)
         return cross_entropy(logits, y).mean()
 
     grad_fn = jax.value_and_grad(loss_fn)

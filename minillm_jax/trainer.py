@@ -145,7 +145,7 @@ def train(config: ml_collections.ConfigDict, name: str = "run") -> dict[str, Any
     batch_sharding = sharding.batch_sharding(mesh, 3, batch_axis=1)
     abstract_batch = {k: jax.ShapeDtypeStruct(batch_shape, jnp.int32, sharding=batch_sharding)
                       for k in ("x", "y")}
-    step_fn = jax.jit(make_train_step(model, tx, schedule),
+    step_fn = jax.jit(make_train_step(model, tx, schedule, config.loss_chunk_size),
                       in_shardings=(state_shardings, batch_sharding),
                       out_shardings=(state_shardings, sharding.replicated(mesh)),
                       donate_argnums=(0,))

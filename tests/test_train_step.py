@@ -54,3 +54,21 @@ def test_gradient_accumulation_equals_one_big_batch():
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                  s1.params, s4.params)
     assert int(s1.step) == 1
+
+
+def test_fused_loss_step_equals_plain_step():
+    cfg = M.ModelConfig(model="gpt", n_layer=2, n_embd=32, n_head=4, vocab_size=128,
+                        sequence_length=16, tie_embeddings=False)
+    model = M.Transformer(cfg)
+    tx = optax.sgd(0.5)  # parameters move by the raw gradient (Adam would amplify 1e-7 noise)
+    tokens = jax.random.randint(jax.random.key(5), (8, 17), 0, 128)
+    batch = {"x": tokens[None, :, :-1], "y": tokens[None, :, 1:]}
+    results = []
+    for chunk in (0, 48):
+        step = jax.jit(make_train_step(model, tx, lambda s: 0.5, loss_chunk_size=chunk))
+        results.append(step(init_state(model, tx, seed=0), batch))
+    (s0, m0), (s1, m1) = results
+    assert float(m1["loss"]) == pytest.approx(float(m0["loss"]), rel=1e-6)
+    assert float(m1["grad_norm"]) == pytest.approx(float(m0["grad_norm"]), rel=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 s0.params, s1.params)
