@@ -228,36 +228,51 @@ def check_rules_cover(rules: Sequence[Rule], expected: Mapping[str, Shape], what
 
 def to_state_dict(flat: Mapping[str, np.ndarray], rules: Sequence[Rule], n_layer: int,
                   ) -> dict[str, np.ndarray]:
-    """Our flat tree -> {torch key: array}, in rule order (lm_head.weight last)."""
+    """Our flat tree -> {torch key: array}, in torch module order: rules in table order, each
+    run of consecutive layered rules layer by layer (h.0.*, h.1.*, ...), lm_head.weight last."""
     out: dict[str, np.ndarray] = {}
-    for rule in rules:
-        for i in (range(n_layer) if rule.layered else [None]):
-            if rule.ours is None:
-                arrays = [np.zeros(rule.shape, np.float32)]
-            else:
-                x = flat[rule.ours]
-                arrays = rule.transform.to_torch(x[i] if rule.layered else x)
-            copies: dict[int, np.ndarray] = {}  # one contiguous copy per array (tied keys share it)
-            for name, array in zip(rule.names(i), arrays):
-                if id(array) not in copies:
-                    copies[id(array)] = np.array(array, dtype=np.float32, order="C")
-                out[name] = copies[id(array)]
+    for rule, i in _module_order(rules, n_layer):
+        if rule.ours is None:
+            arrays = [np.zeros(rule.shape, np.float32)]
+        else:
+            x = flat[rule.ours]
+            arrays = rule.transform.to_torch(x[i] if rule.layered else x)
+        copies: dict[int, np.ndarray] = {}  # one contiguous copy per array (tied keys share it)
+        for name, array in zip(rule.names(i), arrays):
+            if id(array) not in copies:
+                copies[id(array)] = np.array(array, dtype=np.float32, order="C")
+            out[name] = copies[id(array)]
     if "lm_head.weight" in out:  # torch modules register lm_head after the transformer
         out["lm_head.weight"] = out.pop("lm_head.weight")
     return out
 
 
+def _module_order(rules: Sequence[Rule], n_layer: int) -> list[tuple[Rule, int | None]]:
+    order: list[tuple[Rule, int | None]] = []
+    run: list[Rule] = []
+    for rule in list(rules) + [None]:
+        if rule is not None and rule.layered:
+            run.append(rule)
+            continue
+        order += [(r, i) for i in range(n_layer) for r in run]
+        run = []
+        if rule is not None:
+            order.append((rule, None))
+    return order
+
+
 def expected_torch_shapes(rules: Sequence[Rule], shapes: Mapping[str, Shape], n_layer: int,
                           ) -> dict[str, Shape]:
     out: dict[str, Shape] = {}
-    for rule in rules:
-        for i in (range(n_layer) if rule.layered else [None]):
-            if rule.ours is None:
-                torch_shapes = [tuple(rule.shape)]
-            else:
-                shape = tuple(shapes[rule.ours])
-                torch_shapes = rule.transform.torch_shapes(shape[1:] if rule.layered else shape)
-            out.update(zip(rule.names(i), torch_shapes))
+    for rule, i in _module_order(rules, n_layer):
+        if rule.ours is None:
+            torch_shapes = [tuple(rule.shape)]
+        else:
+            shape = tuple(shapes[rule.ours])
+            torch_shapes = rule.transform.torch_shapes(shape[1:] if rule.layered else shape)
+        out.update(zip(rule.names(i), torch_shapes))
+    if "lm_head.weight" in out:
+        out["lm_head.weight"] = out.pop("lm_head.weight")
     return out
 
 
@@ -273,7 +288,15 @@ def from_state_dict(state_dict: Mapping[str, Any], rules: Sequence[Rule],
         raise ConversionError(format_key_problems(
             f"state dict does not match {what}:", missing=missing, unexpected=unexpected,
             mismatched=mismatched))
-    arrays = {k: to_numpy(state_dict[k]) for k in expected}
+    arrays, bad_dtypes = {}, []
+    for key in expected:
+        try:
+            arrays[key] = to_numpy(state_dict[key])  # float16/bfloat16 are upcast exactly
+        except ConversionError as err:
+            bad_dtypes.append(f"{key}: {err}")
+    if bad_dtypes:
+        raise ConversionError(format_key_problems(f"state dict does not match {what}:",
+                                                  other=bad_dtypes))
     flat: dict[str, np.ndarray] = {}
     nonzero = []
     for rule in rules:
