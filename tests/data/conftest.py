@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from data_helpers import DOCS, SETS, write_tokens
+from tests.data.data_helpers import DOCS, SETS, write_tokens
 
 
 @pytest.fixture

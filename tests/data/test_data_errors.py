@@ -9,7 +9,7 @@ import sys
 
 import numpy as np
 import pytest
-from data_helpers import write_jsonl, write_parquet, write_tokens
+from tests.data.data_helpers import write_jsonl, write_parquet, write_tokens
 
 from minillm_jax.data import DataError, TrainLoader, iter_val_batches, load_meta
 from minillm_jax.data import prepare as prep

@@ -9,7 +9,7 @@ import tarfile
 
 import numpy as np
 import pytest
-from data_helpers import write_jsonl, write_parquet, write_tokens, write_txt_dir
+from tests.data.data_helpers import write_jsonl, write_parquet, write_tokens, write_txt_dir
 
 from minillm_jax.data import DataError, ensure_dataset, is_prepared, load_meta
 from minillm_jax.data import prepare as prep
