@@ -27,6 +27,20 @@ def get_config() -> ml_collections.ConfigDict:
     c.rope_theta = 10000.0
     c.tie_embeddings = True
     c.init_std = 0.02
+    # Architecture experiments (minillm_jax/model.py docstring, minillm_jax/moe.py,
+    # configs/moe.py, configs/brainformer.py). block_pattern: each block's sublayers in order,
+    # each pre-normed with a residual: attn | mlp | moe ("attn,mlp" = the plain block).
+    c.block_pattern = "attn,mlp"
+    c.weighted_residual = False  # DenseFormer: block inputs = learned sums of all earlier outputs
+    c.moe_n_experts = 8
+    c.moe_top_k = 2  # 1 (Switch) or 2 (GShard/Mixtral)
+    c.moe_capacity_factor = 1.25  # slots per expert = factor * k * group / E; <= 0: dropless
+    c.moe_impl = "auto"  # auto (einsum if capacity_factor > 0 else dropless) | einsum | dropless
+    c.moe_priority = "token"  # who keeps a slot: token (sequence order, causal) | choice (top-1 first)
+    c.moe_group_size = 0  # tokens per routing group; 0 = one sequence
+    c.moe_hidden = 0  # expert hidden size; 0 = the dense MLP's
+    c.moe_aux_loss_weight = 0.01  # load-balancing loss (1.0 = uniform), summed over MoE layers
+    c.moe_z_loss_weight = 0.001  # router z-loss, summed over MoE layers
 
     # Optimisation (REFERENCE §5-6).
     c.opt = "adamw"
@@ -45,6 +59,12 @@ def get_config() -> ml_collections.ConfigDict:
     c.batch_size = 32  # global micro-batch (sequences), split over data-parallel devices
     c.acc_steps = 4  # gradient accumulation micro-steps per optimizer step
     c.iterations = 25000
+    # Wall-clock budget in minutes (0 = off): the run ends when it is spent and the lr schedule's
+    # horizon is re-estimated from measured throughput so the decay ends at the budget; then
+    # `iterations` is only an upper bound (minillm_jax/trainer.py TimeBudget).
+    c.budget_minutes = 0.0
+    c.budget_warmup_steps = 5
+    c.budget_tolerance = 0.02
 
     # Data.
     c.dataset = "slimpajama"  # slimpajama | shakespeare | any prepared directory via data_dir
@@ -71,8 +91,11 @@ def get_config() -> ml_collections.ConfigDict:
     # Run directory, logging and checkpoints.
     c.workdir = ""  # default: runs/<config name>
     c.log_freq = 10
-    c.save_every = 0  # 0 = only the final checkpoint
-    c.keep = 3
+    c.save_every = 0  # 0 = only the final checkpoint (and one on SIGTERM/SIGINT)
+    c.keep = 3  # newest checkpoints kept; <= 0 keeps all
+    c.keep_best = False  # also keep the checkpoint with the lowest periodic val loss
+    c.resume = True  # continue from the newest readable checkpoint in workdir
+    c.overwrite = False  # with resume=False: delete an existing run in workdir instead of refusing
     c.wandb = False
     c.wandb_project = "minillm-jax"
     c.wandb_run_name = ""
@@ -80,4 +103,28 @@ def get_config() -> ml_collections.ConfigDict:
     c.sample_tokens = 40
     c.sample_temperature = 0.9
     c.sample_top_k = 0
+
+    # --- Optimizers and schedules beyond llm-baselines (minillm_jax/optim/README.md) ---------
+    # opt: adamw | sgd | sfadamw | lion | muon | adamw8bit.  scheduler: cos | linear | constant |
+    # sgdr | wsd | plateau.  Decaying schedules share OneCycle's end points: warm-up from
+    # lr/div_factor over warmup_percent*iterations, minimum lr/div_factor/final_div_factor.
+    c.sgdr_first_cycle = 0.25  # first cycle: fraction of iterations if < 1, else steps
+    c.sgdr_cycle_mult = 1.0  # each cycle this many times longer than the previous
+    c.sgdr_peak_decay = 1.0  # each restart's peak = previous peak * this
+    c.wsd_decay_frac = 0.2  # final fraction of iterations spent decaying
+    c.wsd_decay_shape = "1-sqrt"  # linear | cosine | 1-sqrt
+    c.plateau = False  # scale the lr by plateau_factor after plateau_patience flat evals
+    c.plateau_factor = 0.5
+    c.plateau_patience = 3  # evaluations (every eval_freq steps) without improvement
+    c.plateau_min_scale = 0.01  # the scale never goes below this
+    c.plateau_rtol = 1e-4  # improvement = val loss < (1 - rtol) * best
+    c.plateau_cooldown = 0  # evaluations ignored after a reduction
+    c.lion_beta2 = 0.99  # opt=lion: b1 is beta1
+    c.muon_lr = 0.02  # opt=muon: peak lr of the hidden matrices (lr drives the AdamW group)
+    c.muon_momentum = 0.95
+    c.muon_ns_steps = 5
+    c.muon_weight_decay = 0.0  # decoupled, multiplied by the Muon lr
+    c.adam8bit_block_size = 256  # opt=adamw8bit: elements per quantisation block (last axis)
+    c.adam8bit_min_size = 4096  # smaller tensors keep float32 moments
+    c.adam8bit_stochastic_round = True
     return c

@@ -1,71 +1,613 @@
 """Checkpoints of a run in <workdir>/checkpoints/<step>/, written with orbax.
 
-Items per step: params, opt_state, train ({step, rng}), data (loader state, JSON), config (JSON).
-One orbax step holds them all, so a restore never mixes model and data positions.
+Items per step (one orbax step holds them all, so a restore never mixes model and data positions):
+  params       the model parameters (float32, orbax StandardSave / OCDBT)
+  opt_state    the optimizer state (absent in params-only checkpoints, e.g. imported weights)
+  train        {step, rng}: the step counter and the run's base PRNG key (dropout masks are
+               fold_in(rng, step), so a resumed run draws the same masks)
+  data         the training data loader state (JSON: the next global micro-batch index)
+  config       the resolved run config (JSON)
+  fingerprint  per-array checksums of params / opt_state / train (JSON), checked on restore:
+               orbax detects truncated or missing files, but not flipped bytes inside a chunk
+  metrics      {val_loss} of checkpoints saved at a periodic eval (only with keep_best)
+
+Writes are atomic: orbax writes <step>.orbax-checkpoint-tmp-*/ and renames it to <step>/ once
+every item is committed, so a run killed mid-save leaves the previous checkpoints intact (the tmp
+directory is cleaned up by the next run). Old checkpoints are deleted only after a newer one has
+committed. Saves are asynchronous: `save` copies the arrays to host memory and returns; the
+files are written by a background thread while training continues.
+
+`RunCheckpoints` is what the trainer uses (resume with fallback past unreadable checkpoints,
+refusal of a checkpoint saved for another model, write errors reported with the checkpoints that
+are kept); `load_config` / `load_params` / `save_params` serve the CLIs and the converters.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import shutil
+import signal
+import threading
+import time
+import warnings
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as ocp_managers
 
 CHECKPOINT_DIR = "checkpoints"
+UNREADABLE_DIR = "checkpoints_unreadable"  # unreadable steps are moved here, never deleted
+ITEMS = ("params", "opt_state", "train", "data", "config", "fingerprint")
+BEST_METRIC = "val_loss"
+
+# ModelConfig fields that may change between a checkpoint and the run that restores it: they do
+# not change the parameters or the function the parameters compute.
+RUNTIME_MODEL_FIELDS = frozenset({
+    "dropout", "attention_dropout", "compute_dtype", "attention_impl", "remat", "init_std",
+    "moe_capacity_factor", "moe_impl", "moe_priority", "moe_group_size",
+    "moe_aux_loss_weight", "moe_z_loss_weight"})
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be used or written; the message names it and what to do."""
+
+
+class CheckpointWarning(UserWarning):
+    """A checkpoint was skipped (e.g. unreadable) and an older one is used instead."""
+
+
+def quiet_orbax_logs() -> None:
+    """orbax (and jax) log every file operation at INFO through absl: keep WARNING and above."""
+    from absl import logging as absl_logging
+
+    if absl_logging.get_verbosity() > absl_logging.WARNING:
+        absl_logging.set_verbosity(absl_logging.WARNING)
 
 
 def checkpoint_dir(workdir: str) -> str:
     return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
 
 
-def make_manager(workdir: str, keep: int = 3, async_save: bool = True) -> ocp.CheckpointManager:
+def step_dir(workdir: str, step: int) -> str:
+    return os.path.join(checkpoint_dir(workdir), str(int(step)))
+
+
+def _item_handlers() -> dict[str, Any]:
+    standard, as_json = ocp.StandardCheckpointHandler, ocp.JsonCheckpointHandler
+    return {"params": standard(), "opt_state": standard(), "train": standard(),
+            "data": as_json(), "config": as_json(), "fingerprint": as_json()}
+
+
+def _best_metric(metrics: Any) -> float:
+    """Lower is better; checkpoints saved between evals carry {} and rank last."""
+    value = (metrics or {}).get(BEST_METRIC)
+    return float("inf") if value is None else float(value)
+
+
+def _preservation_policy(keep: int, keep_best: bool) -> Any:
+    """The newest `keep` checkpoints (all if keep <= 0), plus with keep_best the one with the
+    lowest periodic validation loss. The newest checkpoint is always kept, so resuming always
+    continues from the newest step."""
+    latest = ocp_managers.LatestN(n=keep if keep and keep > 0 else None)
+    if not keep_best:
+        return latest
+    best = ocp_managers.BestN(get_metric_fn=_best_metric, reverse=True, n=1,
+                              keep_checkpoints_without_metrics=False)
+    return ocp_managers.AnyPreservationPolicy([latest, best])
+
+
+def make_manager(workdir: str, keep: int = 3, async_save: bool = True, keep_best: bool = False,
+                 cleanup_tmp: bool = False, create: bool = True) -> ocp.CheckpointManager:
+    """An orbax CheckpointManager for <workdir>/checkpoints with this module's items.
+
+    keep: newest checkpoints kept (<= 0: all); keep_best: also keep the checkpoint with the lowest
+    `val_loss` passed as `metrics` to `save`; cleanup_tmp: delete unfinished saves of earlier runs.
+    """
+    quiet_orbax_logs()
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=keep, create=True, enable_async_checkpointing=async_save)
-    return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+        create=create, enable_async_checkpointing=async_save, cleanup_tmp_directories=cleanup_tmp,
+        preservation_policy=_preservation_policy(keep, keep_best),
+        best_fn=_best_metric if keep_best else None, best_mode="min")
+    return ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=_item_handlers(),
+                                 options=options)
+
+
+def _reader(workdir: str) -> ocp.CheckpointManager:
+    """A synchronous manager that never creates or deletes anything."""
+    directory = checkpoint_dir(workdir)
+    if not os.path.isdir(directory):
+        raise CheckpointError(f"no checkpoint in {directory}: pass the run's workdir")
+    return make_manager(workdir, keep=0, async_save=False, create=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Fingerprints: order-aware wrapping uint32 sums of each array's bits, computed where the arrays
+# live (integer sums are exact, so the value is the same for any sharding or device count).
+
+
+def _leaf_fingerprint(x: jax.Array) -> jax.Array:
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jax.dtypes.prng_key):
+        x = jax.random.key_data(x)
+    if x.dtype == jnp.bool_:
+        x = x.astype(jnp.uint8)
+    unsigned = {1: jnp.uint8, 2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[x.dtype.itemsize]
+    bits = jax.lax.bitcast_convert_type(x, unsigned).astype(jnp.uint32)
+    index, stride = jnp.zeros(bits.shape, jnp.uint32), 1
+    for axis in reversed(range(bits.ndim)):
+        index = index + jax.lax.broadcasted_iota(jnp.uint32, bits.shape, axis) * jnp.uint32(stride)
+        stride = (stride * bits.shape[axis]) & 0xFFFFFFFF
+    mixed = (bits ^ jnp.uint32(0x9E3779B9)) * (index * jnp.uint32(2) + jnp.uint32(1))
+    return jnp.sum(mixed, dtype=jnp.uint32)
+
+
+_fingerprint_leaves = jax.jit(lambda leaves: [_leaf_fingerprint(x) for x in leaves])
+
+
+def fingerprints(trees: dict[str, Any]) -> dict[str, dict[str, int]]:
+    """{name: {keypath: checksum}} of every array of each tree (one compiled call, on device)."""
+    flat = {name: jax.tree_util.tree_flatten_with_path(tree)[0] for name, tree in trees.items()}
+    leaves = [leaf for items in flat.values() for _, leaf in items]
+    values = iter(jax.device_get(_fingerprint_leaves(leaves)) if leaves else [])
+    return {name: {jax.tree_util.keystr(path): int(next(values)) for path, _ in items}
+            for name, items in flat.items()}
+
+
+def fingerprint(tree: Any) -> dict[str, int]:
+    """{keypath: checksum} of every array in `tree` (computed on device, sharding-independent)."""
+    return fingerprints({"tree": tree})["tree"]
+
+
+def _state_fingerprints(state: Any) -> dict[str, dict[str, int]]:
+    trees = {"params": state.params, "train": {"step": state.step, "rng": state.rng}}
+    if state.opt_state is not None:
+        trees["opt_state"] = state.opt_state
+    return fingerprints(trees)
+
+
+def _check_fingerprints(expected: dict | None, actual: dict[str, dict[str, int]]) -> None:
+    if not expected:
+        return  # written before fingerprints existed
+    for item, sums in actual.items():
+        saved = expected.get(item)
+        if saved is None:
+            continue
+        bad = [k for k in sums if saved.get(k) != sums[k]]
+        if bad or set(saved) != set(sums):
+            names = ", ".join(bad[:3]) + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+            raise CheckpointError(f"{item} do not match their checksums ({names or 'array list'}):"
+                                  " the files are corrupted")
+
+
+# --------------------------------------------------------------------------------------------
+# Save / restore of one step
+
+
+def _describe(err: BaseException) -> str:
+    """One line for an I/O error (orbax and tensorstore errors can be pages long)."""
+    if isinstance(err, OSError) and err.strerror:
+        return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
+    full = str(err).strip()
+    text = full.splitlines()[0] if full else type(err).__name__
+    if len(text) > 300:
+        text = text[:297] + "..."
+    for marker in ("No space left on device", "File too large", "Permission denied",
+                   "Read-only file system", "Disk quota exceeded"):
+        if marker in full and marker not in text:
+            return f"{marker}: {text}"
+    return text
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict | None,
-         config: ml_collections.ConfigDict) -> None:
-    """Saves one step (asynchronously when the manager is async)."""
+         config: ml_collections.ConfigDict, metrics: dict | None = None) -> None:
+    """Saves one step (asynchronously when the manager is async). `metrics` ({"val_loss": x})
+    ranks the checkpoint for keep_best."""
     items = {
         "params": ocp.args.StandardSave(state.params),
-        "opt_state": ocp.args.StandardSave(state.opt_state),
         "train": ocp.args.StandardSave({"step": state.step, "rng": state.rng}),
         "config": ocp.args.JsonSave(config.to_dict()),
+        "fingerprint": ocp.args.JsonSave(_state_fingerprints(state)),
     }
+    if state.opt_state is not None:
+        items["opt_state"] = ocp.args.StandardSave(state.opt_state)
     if data_state is not None:
         items["data"] = ocp.args.JsonSave(data_state)
-    manager.save(step, args=ocp.args.Composite(**items), force=True)
+    manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
+
+
+def _present_items(manager: ocp.CheckpointManager, step: int) -> set[str]:
+    path = os.path.join(str(manager.directory), str(int(step)))
+    return {name for name in ITEMS if os.path.isdir(os.path.join(path, name))}
 
 
 def restore_state(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
                   ) -> tuple[Any, dict | None]:
-    """Restores (state, data_state) onto the shardings carried by `abstract_state`."""
+    """Restores (state, data_state) onto the shardings carried by `abstract_state` and checks
+    the arrays against the saved fingerprints. opt_state is None for a params-only checkpoint."""
     as_restore = lambda tree: ocp.args.StandardRestore(tree)  # noqa: E731
-    items = manager.item_metadata(step)
+    present = _present_items(manager, step)
     args = {"params": as_restore(abstract_state.params),
             "train": as_restore({"step": abstract_state.step, "rng": abstract_state.rng})}
-    if "opt_state" in items and items["opt_state"] is not None:
+    if "opt_state" in present:
         args["opt_state"] = as_restore(abstract_state.opt_state)
-    if "data" in items and items["data"] is not None:
-        args["data"] = ocp.args.JsonRestore()
+    for name in ("data", "fingerprint"):
+        if name in present:
+            args[name] = ocp.args.JsonRestore()
     restored = manager.restore(step, args=ocp.args.Composite(**args))
     state = abstract_state.replace(
         params=restored["params"], step=restored["train"]["step"], rng=restored["train"]["rng"],
         opt_state=restored["opt_state"] if "opt_state" in args else None)
-    return state, restored.get("data") if "data" in args else None
+    _check_fingerprints(restored["fingerprint"] if "fingerprint" in args else None,
+                        _state_fingerprints(state))
+    return state, restored["data"] if "data" in args else None
+
+
+def _restore_config(manager: ocp.CheckpointManager, step: int) -> dict:
+    return manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+
+# --------------------------------------------------------------------------------------------
+# Compatibility of a checkpoint with the current config
+
+
+def _shape_differences(saved_tree: Any, wanted_tree: Any, limit: int = 4) -> list[str]:
+    """'path saved vs wanted' for arrays whose shape differs or that exist on one side only;
+    `saved_tree` is orbax metadata (namedtuples stored as dicts, tuples as lists)."""
+    saved = {"/".join(map(str, path)): tuple(v.shape)
+             for path, v in ocp.tree.to_flat_dict(saved_tree).items()
+             if v is not None and hasattr(v, "shape")}
+    wanted = {"/".join(ocp.tree.str_keypath(path)): tuple(v.shape)
+              for path, v in jax.tree_util.tree_flatten_with_path(wanted_tree)[0]}
+    out = []
+    for key in sorted(set(saved) | set(wanted)):
+        a, b = saved.get(key), wanted.get(key)
+        if a != b:
+            out.append(f"{key} {'missing' if a is None else a} vs {'missing' if b is None else b}")
+    if len(out) > limit:
+        out = out[:limit] + [f"{len(out) - limit} more"]
+    return out
+
+
+def model_field_differences(saved: dict, current: ml_collections.ConfigDict | dict) -> list[str]:
+    """'field=saved vs current' for each architecture field that differs (ModelConfig fields
+    except RUNTIME_MODEL_FIELDS; moe_* only when either model has MoE sublayers)."""
+    from minillm_jax import config as config_lib
+    from minillm_jax.model import ModelConfig
+
+    current = current.to_dict() if isinstance(current, ml_collections.ConfigDict) else dict(current)
+    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
+    moe = any("moe" in str(c.get("block_pattern", "")) for c in (saved, current))
+    out = []
+    for name, default in defaults.items():
+        if name in RUNTIME_MODEL_FIELDS or (name.startswith("moe_") and not moe):
+            continue
+        a, b = saved.get(name, default), current.get(name, default)
+        if name == "model":
+            a, b = (config_lib.MODEL_ALIASES.get(str(v), v) for v in (a, b))
+        if a != b:
+            out.append(f"{name}={a!r} in the checkpoint vs {b!r} in the config")
+    return out
+
+
+def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
+                     config: ml_collections.ConfigDict) -> None:
+    """Raises CheckpointError listing the mismatched fields (and parameter shapes) when the
+    checkpoint was saved for another model or optimizer state layout. Read errors propagate."""
+    saved_config = _restore_config(manager, step) if "config" in _present_items(
+        manager, step) else {}
+    fields = model_field_differences(saved_config, config) if saved_config else []
+    metadata = manager.item_metadata(step)
+    shapes = _shape_differences(metadata["params"].tree, abstract_state.params)
+    opt = []
+    if "opt_state" in _present_items(manager, step) and not shapes:
+        opt = _shape_differences(metadata["opt_state"].tree, abstract_state.opt_state)
+    if not (fields or shapes or opt):
+        return
+    path = os.path.join(str(manager.directory), str(int(step)))
+    what = "a different model" if fields or shapes else "a different optimizer state"
+    details = "; ".join(fields) if fields else ""
+    if shapes:
+        details += ("; " if details else "") + "parameter shapes (checkpoint vs config): " + (
+            ", ".join(shapes))
+    if opt:
+        opt_fields = [f"{k}={saved_config[k]!r} in the checkpoint vs {config[k]!r} in the config"
+                      for k in sorted(set(saved_config) & set(config.keys()))
+                      if (k == "opt" or k.startswith("opt_") or k.endswith("_dtype"))
+                      and saved_config[k] != config[k]]
+        details = "; ".join(opt_fields + ["optimizer state shapes (checkpoint vs config): "
+                                          + ", ".join(opt)])
+    raise CheckpointError(
+        f"checkpoint {path} was saved for {what}: {details}. Resume with the checkpoint's "
+        "settings, use another --config.workdir, or replace the run with --config.resume=False "
+        "--config.overwrite=True")
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer's view of a run's checkpoints
+
+
+class RunCheckpoints:
+    """The checkpoints of one training run: resume, periodic and final saves, error reporting."""
+
+    def __init__(self, workdir: str, *, keep: int = 3, keep_best: bool = False,
+                 async_save: bool = True):
+        self.workdir, self.directory = workdir, checkpoint_dir(workdir)
+        try:
+            self.manager = make_manager(workdir, keep=keep, async_save=async_save,
+                                        keep_best=keep_best, cleanup_tmp=True)
+        except OSError as err:
+            raise CheckpointError(f"cannot use {self.directory} for checkpoints "
+                                  f"({_describe(err)})") from None
+        self.keep_best = keep_best
+        self.pending: int | None = None  # step of the save still being written
+        self.blocking_s: list[float] = []  # time each save() held up training
+
+    def steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def latest_step(self) -> int | None:
+        return self.manager.latest_step()
+
+    def _write_error(self, step: int, err: BaseException) -> CheckpointError:
+        try:
+            self.manager.reload()
+        except Exception:  # noqa: BLE001 - the report matters more than the listing
+            pass
+        kept = self.steps()
+        resume = (f"rerun the same command to resume from step {kept[-1]}" if kept else
+                  "rerun the same command to start again")
+        return CheckpointError(
+            f"the checkpoint for step {step} could not be written to {self.directory} "
+            f"({_describe(err)}); the run stopped. Checkpoints kept: "
+            f"{', '.join(map(str, kept)) or 'none'}. Free disk space or fix the directory, then "
+            f"{resume}")
+
+    def wait(self) -> None:
+        """Blocks until the pending save is on disk; raises CheckpointError if it failed."""
+        try:
+            self.manager.wait_until_finished()
+        except Exception as err:  # noqa: BLE001 - orbax re-raises the writer thread's error
+            step, self.pending = self.pending, None
+            raise self._write_error(step if step is not None else -1, err) from err
+        self.pending = None
+
+    def save(self, step: int, state: Any, data_state: dict | None,
+             config: ml_collections.ConfigDict, metrics: dict | None = None) -> bool:
+        """Starts an asynchronous save of `step` (False if that step is already saved)."""
+        self.wait()  # a failure of the previous save is reported for its own step
+        if step in self.manager.all_steps():
+            return False
+        if self.keep_best and metrics is None:
+            metrics = {}  # ranked last by keep_best (and no orbax warning about missing metrics)
+        start = time.perf_counter()
+        try:
+            save(self.manager, step, state, data_state, config, metrics)
+        except Exception as err:  # noqa: BLE001 - directory creation, serialization, ...
+            raise self._write_error(step, err) from err
+        self.blocking_s.append(time.perf_counter() - start)
+        self.pending = step
+        return True
+
+    def _set_aside(self, step: int, err: BaseException, used: int) -> None:
+        source = step_dir(self.workdir, step)
+        target = os.path.join(os.path.dirname(self.directory), UNREADABLE_DIR,
+                              f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+        warnings.warn(f"checkpoint {source} is unreadable ({_describe(err)}); moved it to "
+                      f"{target} and resuming from step {used} instead", CheckpointWarning,
+                      stacklevel=3)
+        if jax.process_index() == 0:
+            os.makedirs(os.path.dirname(target), exist_ok=True)
+            shutil.move(source, target)
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(f"minillm_checkpoint_set_aside_{step}")
+
+    def restore_latest(self, abstract_state: Any, config: ml_collections.ConfigDict,
+                       ) -> tuple[Any, dict | None, int] | None:
+        """(state, data_state, step) of the newest readable checkpoint, None if there is none.
+
+        A checkpoint saved for another model raises CheckpointError. Unreadable checkpoints
+        (corrupted, truncated: a read error or a fingerprint mismatch) are skipped; once an older
+        one restores, the skipped ones are moved to <workdir>/checkpoints_unreadable (not
+        deleted) with a CheckpointWarning naming them, so the resumed run can write those steps
+        again. If none restores, CheckpointError lists the errors and nothing is moved.
+        """
+        failed: list[tuple[int, BaseException]] = []
+        for step in reversed(self.steps()):
+            try:
+                check_compatible(self.manager, step, abstract_state, config)
+            except CheckpointError:
+                raise
+            except Exception as err:  # noqa: BLE001 - unreadable config or metadata
+                failed.append((step, err))
+                continue
+            try:
+                state, data_state = restore_state(self.manager, step, abstract_state)
+            except Exception as err:  # noqa: BLE001 - unreadable or corrupted arrays
+                failed.append((step, err))
+                continue
+            for bad, err in failed:
+                self._set_aside(bad, err, used=step)
+            if failed:
+                self.manager.reload()
+            return state, data_state, step
+        if failed:
+            errors = "; ".join(f"{step_dir(self.workdir, s)}: {_describe(e)}" for s, e in failed)
+            raise CheckpointError(
+                f"no readable checkpoint in {self.directory} ({errors}). Move the damaged "
+                "checkpoints away to start over, or pass --config.resume=False "
+                "--config.overwrite=True")
+        return None
+
+    def close(self) -> None:
+        try:
+            self.wait()
+        finally:
+            self.manager.close()
+
+
+def prepare_run(workdir: str, resume: bool, overwrite: bool) -> None:
+    """Applies config.resume / config.overwrite to a workdir before training.
+
+    resume=True continues an existing run (nothing to do here). resume=False starts fresh and
+    refuses a workdir holding a run (checkpoints or metrics) unless overwrite=True, which deletes
+    its checkpoints, metrics.jsonl and wandb id.
+    """
+    from minillm_jax.config import ConfigError
+
+    if resume:
+        return
+    directory = checkpoint_dir(workdir)
+    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(
+        directory) else []
+    metrics = os.path.join(workdir, "metrics.jsonl")
+    has_metrics = os.path.exists(metrics) and os.path.getsize(metrics) > 0
+    if not steps and not has_metrics:
+        return
+    if not overwrite:
+        held = f"checkpoints for steps {steps}" if steps else "a metrics.jsonl"
+        raise ConfigError(
+            f"config.resume=False but {os.path.abspath(workdir)} already holds a run ({held}): "
+            "pass --config.overwrite=True to delete it and start over, choose another "
+            "--config.workdir, or drop --config.resume=False to continue it")
+    if jax.process_index() == 0:
+        shutil.rmtree(directory, ignore_errors=True)
+        for name in ("metrics.jsonl", "wandb_id.txt"):
+            path = os.path.join(workdir, name)
+            if os.path.exists(path):
+                os.remove(path)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("minillm_overwrite_run")
+
+
+def trim_metrics(workdir: str, step: int) -> int:
+    """Drops the metrics.jsonl records a run resumed at `step` will write again: every record
+    with a larger step, the final_* records of `step`, and a line cut off by a kill. Returns the
+    number of records dropped."""
+    path = os.path.join(workdir, "metrics.jsonl")
+    if jax.process_index() != 0 or not os.path.exists(path):
+        return 0
+    kept, dropped = [], 0
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                record_step = int(record["step"])
+            except (ValueError, KeyError, TypeError):
+                dropped += 1
+                continue
+            final = any(k.startswith("final_") for k in record)
+            if record_step < step or (record_step == step and not final):
+                kept.append(line if line.endswith("\n") else line + "\n")
+            else:
+                dropped += 1
+    if dropped:
+        tmp = path + ".tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.writelines(kept)
+        os.replace(tmp, path)
+    return dropped
+
+
+class StopSignals:
+    """Turns the first SIGTERM / SIGINT into a request to save and stop (`.received` names it);
+    a second one of the same kind acts as usual (kills / KeyboardInterrupt). Installs nothing
+    outside the main thread.
+
+    Multi-process runs must stop at the same step everywhere: there the Python handlers are not
+    installed and `should_stop` asks JAX's preemption sync point instead (the distributed
+    runtime's SIGTERM notice; every process calls it at every step)."""
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def __init__(self) -> None:
+        self.received: str | None = None
+        self._previous: dict[int, Any] = {}
+        self._multihost = False
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        # No printing here: the handler may interrupt a print of the main thread.
+        self.received = signal.Signals(signum).name
+        previous = self._previous.get(signum)
+        signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
+
+    def should_stop(self, step: int) -> bool:
+        if self._multihost and self.received is None:
+            from jax.experimental import multihost_utils
+
+            try:
+                if multihost_utils.reached_preemption_sync_point(step):
+                    self.received = "preemption"
+            except Exception:  # noqa: BLE001 - no preemption service (not initialised)
+                self._multihost = False
+        return self.received is not None
+
+    def __enter__(self) -> "StopSignals":
+        if jax.process_count() > 1:
+            self._multihost = True
+        elif threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                signum = getattr(signal, name)
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+
+# --------------------------------------------------------------------------------------------
+# Reading checkpoints outside training (CLIs, converters)
+
+
+def _resolve_step(manager: ocp.CheckpointManager, workdir: str, step: int | None) -> int:
+    steps = sorted(manager.all_steps())
+    if not steps:
+        raise CheckpointError(f"no checkpoint in {checkpoint_dir(workdir)}")
+    if step is None:
+        return steps[-1]
+    if int(step) not in steps:
+        raise CheckpointError(f"no checkpoint for step {step} in {checkpoint_dir(workdir)}; "
+                              f"steps: {steps}")
+    return int(step)
 
 
 def load_config(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, int]:
     """The config saved with a checkpoint (newest step if None)."""
-    manager = make_manager(workdir, async_save=False)
-    step = manager.latest_step() if step is None else step
-    if step is None:
-        raise FileNotFoundError(f"no checkpoint in {checkpoint_dir(workdir)}")
-    config = manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
-    return ml_collections.ConfigDict(config), step
+    manager = _reader(workdir)
+    step = _resolve_step(manager, workdir, step)
+    return ml_collections.ConfigDict(_restore_config(manager, step)), step
+
+
+def restore_params(workdir: str, step: int, target: Any) -> Any:
+    """The params of checkpoint `step` restored onto `target` (ShapeDtypeStructs, optionally
+    with shardings), checked against the saved fingerprint."""
+    manager = _reader(workdir)
+    args = {"params": ocp.args.StandardRestore(target)}
+    if "fingerprint" in _present_items(manager, step):
+        args["fingerprint"] = ocp.args.JsonRestore()
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(**args))
+        expected = restored.get("fingerprint") if "fingerprint" in args else None
+        _check_fingerprints({"params": expected["params"]} if expected else None,
+                            {"params": fingerprint(restored["params"])})
+    except CheckpointError as err:
+        raise CheckpointError(f"checkpoint {step_dir(workdir, step)}: {err}") from None
+    except (ValueError, KeyError) as err:
+        raise CheckpointError(f"checkpoint {step_dir(workdir, step)} cannot be read "
+                              f"({_describe(err)})") from None
+    return restored["params"]
 
 
 def load_params(workdir: str, step: int | None = None,
@@ -74,27 +616,24 @@ def load_params(workdir: str, step: int | None = None,
     from minillm_jax.model import abstract_params, build_model
 
     config, step = load_config(workdir, step)
-    manager = make_manager(workdir, async_save=False)
     target = abstract_params(build_model(config))
-    restored = manager.restore(
-        step, args=ocp.args.Composite(params=ocp.args.StandardRestore(target)))
-    return config, restored["params"], step
+    return config, restore_params(workdir, step, target), step
 
 
 def save_params(workdir: str, config: ml_collections.ConfigDict, params: dict,
                 step: int = 0) -> str:
     """Writes a params-only checkpoint (e.g. imported weights); resuming it starts a fresh
     optimizer state at `step`."""
-    import jax.numpy as jnp
-
     manager = make_manager(workdir, async_save=False)
+    train_item = {"step": jnp.asarray(step, jnp.int32),
+                  "rng": jax.random.PRNGKey(int(config.get("seed", 0)))}
     items = {
         "params": ocp.args.StandardSave(params),
-        "train": ocp.args.StandardSave({"step": jnp.asarray(step, jnp.int32),
-                                        "rng": jax.random.PRNGKey(int(config.get("seed", 0)))}),
+        "train": ocp.args.StandardSave(train_item),
         "config": ocp.args.JsonSave(config.to_dict()),
+        "fingerprint": ocp.args.JsonSave(fingerprints({"params": params, "train": train_item})),
     }
     manager.save(step, args=ocp.args.Composite(**items), force=True)
     manager.wait_until_finished()
     manager.close()
-    return os.path.join(checkpoint_dir(workdir), str(step))
+    return step_dir(workdir, step)

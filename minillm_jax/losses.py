@@ -29,6 +29,7 @@ def _fused_forward(hidden: Array, head: Array, targets: Array, chunk: int,
                    ) -> tuple[Array, tuple[Array, Array]]:
     """Mean loss and its gradients with respect to hidden (N, C) and head (V, C)."""
     n, c = hidden.shape
+    chunk = min(chunk, n)  # small batches: one chunk, no padding
     pad = (-n) % chunk
     valid = jnp.pad(jnp.ones((n,), jnp.float32), (0, pad)).reshape(-1, chunk)
     h = jnp.pad(hidden, ((0, pad), (0, 0))).reshape(-1, chunk, c)

@@ -16,6 +16,7 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {argv[1:]}")
     logging.set_verbosity(logging.WARNING)  # orbax and jax log every file operation at INFO
+    from minillm_jax.checkpointing import CheckpointError
     from minillm_jax.config import ConfigError
     from minillm_jax.data import DataError
     from minillm_jax.trainer import TrainingError, train
@@ -23,7 +24,7 @@ def main(argv: list[str]) -> None:
     name = os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0]
     try:
         train(_CONFIG.value, name=name)
-    except (ConfigError, DataError, TrainingError) as err:
+    except (CheckpointError, ConfigError, DataError, TrainingError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 

@@ -11,6 +11,28 @@ them with a scan, so checkpoints do not depend on `scan_layers`. Dense kernels a
     llama: blocks/mlp/w1/kernel (n, C, H)     blocks/mlp/w2/kernel (n, C, H)  blocks/mlp/c_proj/kernel (n, H, C)
     ln_f/scale (C,)               lm_head/kernel (C, V)            [only when tie_embeddings=False]
     (+ "bias" leaves when bias=True, as in REFERENCE §4)
+
+Architecture options (configs/moe.py, configs/brainformer.py; minillm_jax/moe.py):
+
+block_pattern: the sublayers of every block, in order, each pre-normed with a residual:
+    x = x + sublayer_i(ln_{i+1}(x)). Kinds: attn, mlp, moe. The default "attn,mlp" is the plain
+    GPT/Llama block above (identical parameters). A kind that occurs once is named after itself
+    (attn, mlp, moe); repeated kinds are numbered from 0 in order (moe_0, mlp_0, moe_1, ...). The
+    Brainformer block "attn,moe,mlp,moe,mlp,moe" has blocks/attn, blocks/moe_0, blocks/mlp_0,
+    blocks/moe_1, blocks/mlp_1, blocks/moe_2 and blocks/ln_1 .. blocks/ln_6. Residual-branch output
+    projections (attn/mlp/expert c_proj) are initialised N(0, init_std / sqrt(len(pattern) *
+    n_layer)) (llm-baselines' 2 * n_layer for the plain block).
+MoE sublayer (E = moe_n_experts, H = moe_hidden or the dense MLP hidden size):
+    blocks/moe/router/kernel (n, C, E)
+    llama: blocks/moe/w1/kernel (n, E, C, H)  blocks/moe/w2/kernel (n, E, C, H)
+           blocks/moe/c_proj/kernel (n, E, H, C)
+    gpt:   blocks/moe/c_fc/kernel (n, E, C, H)  blocks/moe/c_proj/kernel (n, E, H, C)
+           (+ c_fc/bias (n, E, H), c_proj/bias (n, E, C) when bias=True)
+    i.e. torch-style expert e, layer i: w1.weight = kernel[i, e].T (out, in).
+weighted_residual (DenseFormer depth-weighted average): residual_weights (n, n+1), float32, not
+    decayed. Row r-1 (r = 1..n) mixes the embedding h_0 and the block outputs h_1..h_r into the
+    input of block r+1 (row n-1: the input of ln_f): x_r = sum_{j<=r} w[r-1, j] h_j, entries j > r
+    masked to 0. Initialised to w[r-1, j] = [j == r], which is exactly the plain residual network.
 """
 
 from __future__ import annotations
@@ -52,6 +74,21 @@ class ModelConfig:
     attention_impl: str = ""
     scan_layers: bool = True
     remat: str = "none"
+    # Architecture experiments (see the module docstring and minillm_jax/moe.py).
+    block_pattern: str = "attn,mlp"
+    weighted_residual: bool = False
+    moe_n_experts: int = 8
+    moe_top_k: int = 2
+    moe_capacity_factor: float = 1.25
+    moe_impl: str = "auto"
+    moe_priority: str = "token"
+    moe_group_size: int = 0
+    moe_hidden: int = 0
+    moe_aux_loss_weight: float = 0.01
+    moe_z_loss_weight: float = 0.001
+
+    def __post_init__(self) -> None:
+        _check_architecture(self)
 
     @classmethod
     def from_config(cls, config: ml_collections.ConfigDict) -> "ModelConfig":
@@ -76,6 +113,73 @@ class ModelConfig:
     @property
     def dtype(self) -> Any:
         return jnp.dtype(self.compute_dtype)
+
+    @property
+    def sublayer_kinds(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.block_pattern.split(",") if k.strip())
+
+    @property
+    def sublayers(self) -> tuple[tuple[str, str], ...]:
+        """(kind, module name) of each sublayer of a block, in order."""
+        kinds = self.sublayer_kinds
+        seen: dict[str, int] = {}
+        out = []
+        for kind in kinds:
+            index = seen.get(kind, 0)
+            seen[kind] = index + 1
+            out.append((kind, kind if kinds.count(kind) == 1 else f"{kind}_{index}"))
+        return tuple(out)
+
+    @property
+    def has_moe(self) -> bool:
+        return "moe" in self.sublayer_kinds
+
+    @property
+    def proj_std(self) -> float:
+        """Init std of residual-branch output projections: init_std / sqrt(#branches)."""
+        return self.init_std / math.sqrt(len(self.sublayer_kinds) * self.n_layer)
+
+    @property
+    def expert_hidden(self) -> int:
+        return self.moe_hidden or self.mlp_hidden
+
+    @property
+    def moe_impl_resolved(self) -> str:
+        if self.moe_impl == "auto":
+            return "einsum" if self.moe_capacity_factor > 0 else "dropless"
+        return self.moe_impl
+
+
+SUBLAYER_KINDS = ("attn", "mlp", "moe")
+MOE_IMPLS = ("auto", "einsum", "dropless")
+MOE_PRIORITIES = ("token", "choice")
+
+
+def _check_architecture(cfg: ModelConfig) -> None:
+    """The architecture-experiment fields, with one clear message each (ConfigError)."""
+    error = config_lib.ConfigError
+    kinds = cfg.sublayer_kinds
+    unknown = [k for k in kinds if k not in SUBLAYER_KINDS]
+    if not kinds or unknown:
+        raise error(f"config.block_pattern={cfg.block_pattern!r} must be a comma-separated list of "
+                    f"{'/'.join(SUBLAYER_KINDS)} (e.g. 'attn,mlp' or 'attn,moe,mlp,moe,mlp,moe')")
+    if not cfg.has_moe:
+        return
+    if cfg.moe_n_experts < 1:
+        raise error(f"config.moe_n_experts={cfg.moe_n_experts} must be at least 1")
+    if not 1 <= cfg.moe_top_k <= cfg.moe_n_experts:
+        raise error(f"config.moe_top_k={cfg.moe_top_k} must be between 1 and "
+                    f"moe_n_experts={cfg.moe_n_experts} (usually 1 or 2)")
+    if cfg.moe_impl not in MOE_IMPLS:
+        raise error(f"config.moe_impl={cfg.moe_impl!r} is unknown: use one of {MOE_IMPLS}")
+    if cfg.moe_impl == "einsum" and cfg.moe_capacity_factor <= 0:
+        raise error(f"config.moe_impl='einsum' needs moe_capacity_factor > 0 (got "
+                    f"{cfg.moe_capacity_factor}); use moe_impl='dropless' for no capacity limit")
+    if cfg.moe_priority not in MOE_PRIORITIES:
+        raise error(f"config.moe_priority={cfg.moe_priority!r} is unknown: use one of "
+                    f"{MOE_PRIORITIES}")
+    if cfg.moe_group_size < 0 or cfg.moe_hidden < 0:
+        raise error("config.moe_group_size and config.moe_hidden must be >= 0 (0 = default)")
 
 
 def _normal(std: float) -> nn.initializers.Initializer:
@@ -175,7 +279,7 @@ class Attention(nn.Module):
             q, k, v, dropout_rate=cfg.attention_dropout,
             dropout_rng=self.make_rng("dropout") if use_dropout else None,
             implementation=cfg.attention_impl)
-        y = dense(c, cfg.init_std / math.sqrt(2 * cfg.n_layer), "c_proj")(y.reshape(b, t, c))
+        y = dense(c, cfg.proj_std, "c_proj")(y.reshape(b, t, c))
         return nn.Dropout(cfg.dropout, deterministic=not self.train)(y)
 
 
@@ -188,7 +292,7 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         cfg = self.cfg
-        proj_std = cfg.init_std / math.sqrt(2 * cfg.n_layer)
+        proj_std = cfg.proj_std
         dense = lambda feats, std, name, bias: nn.Dense(  # noqa: E731
             feats, use_bias=bias, dtype=cfg.dtype, param_dtype=jnp.float32,
             kernel_init=_normal(std), name=name)
@@ -207,16 +311,41 @@ def make_norm(cfg: ModelConfig, name: str) -> nn.Module:
     return LayerNorm(cfg.layernorm_eps, cfg.bias, cfg.dtype, name=name)
 
 
+def make_sublayer(kind: str, cfg: ModelConfig, train: bool, name: str) -> nn.Module:
+    if kind == "attn":
+        return Attention(cfg, train, name=name)
+    if kind == "mlp":
+        return MLP(cfg, train, name=name)
+    from minillm_jax.moe import MoE
+
+    return MoE(cfg, train, name=name)
+
+
 class Block(nn.Module):
-    """Pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x)). Scan-shaped: (carry, None)."""
+    """Pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) (or cfg.block_pattern's sublayers).
+    Scan-shaped: (carry, xs) -> (carry, None).
+
+    Plain residual: carry = x (B, T, C), xs = None. weighted_residual: carry = the (n+1, B, T, C)
+    running inputs `acc` (row r: the weighted sum, so far, that becomes the input of block r+1 /
+    ln_f), xs = (column (n+1,), layer index l): the block reads its input acc[l], computes
+    h_{l+1}, and adds column[r] * h_{l+1} to every row r (column[r] = w[r-1, l+1], 0 for r <= l).
+    """
 
     cfg: ModelConfig
     train: bool
 
     @nn.compact
-    def __call__(self, x: Array, _: Any = None) -> tuple[Array, None]:
-        x = x + Attention(self.cfg, self.train, name="attn")(make_norm(self.cfg, "ln_1")(x))
-        x = x + MLP(self.cfg, self.train, name="mlp")(make_norm(self.cfg, "ln_2")(x))
+    def __call__(self, carry: Array, xs: Any = None) -> tuple[Array, None]:
+        cfg = self.cfg
+        if cfg.weighted_residual:
+            column, index = xs
+            x = jax.lax.dynamic_index_in_dim(carry, index, axis=0, keepdims=False)
+        else:
+            x = carry
+        for i, (kind, name) in enumerate(cfg.sublayers):
+            x = x + make_sublayer(kind, cfg, self.train, name)(make_norm(cfg, f"ln_{i + 1}")(x))
+        if cfg.weighted_residual:
+            return carry + column.astype(carry.dtype)[:, None, None, None] * x[None], None
         return x, None
 
 
@@ -236,7 +365,7 @@ def stacked_blocks(cfg: ModelConfig, block_cls: type[nn.Module] = Block) -> type
         block_cls = nn.remat(block_cls, prevent_cse=False, policy=_REMAT_POLICIES[cfg.remat])
     return nn.scan(
         block_cls,
-        variable_axes={"params": 0},
+        variable_axes={"params": 0, "intermediates": 0},
         split_rngs={"params": True, "dropout": True},
         length=cfg.n_layer,
         unroll=1 if cfg.scan_layers else cfg.n_layer,
@@ -285,7 +414,11 @@ class Transformer(nn.Module):
         if cfg.model == "gpt":
             x = x + embed(cfg.sequence_length, "wpe")(jnp.arange(t))[None]
         x = nn.Dropout(cfg.dropout, deterministic=not train)(x).astype(cfg.dtype)
-        x, _ = stacked_blocks(cfg)(cfg, train, name="blocks")(x, None)
+        blocks = stacked_blocks(cfg)(cfg, train, name="blocks")
+        if cfg.weighted_residual:
+            x = self._weighted_residual_stack(blocks, x)
+        else:
+            x, _ = blocks(x, None)
         x = make_norm(cfg, "ln_f")(x).astype(cfg.dtype)
         if not cfg.tie_embeddings:
             head = LMHead(cfg, name="lm_head")
@@ -294,6 +427,30 @@ class Transformer(nn.Module):
             return x, wte.embedding
         return jnp.einsum("btc,vc->btv", x, wte.embedding.astype(cfg.dtype),
                           preferred_element_type=jnp.float32)
+
+
+    def _weighted_residual_stack(self, blocks: nn.Module, h0: Array) -> Array:
+        """DenseFormer: the input of block r+1 (and of ln_f for r = n) is sum_{j<=r} w[r-1, j] h_j.
+
+        Carried as n+1 running sums (push form) rather than a buffer of block outputs (pull form):
+        with the buffer, autodiff of the scan saves the whole (n+1, B, T, C) buffer at every layer
+        (O(n^2) activations); here each layer's update is acc + column * h, whose derivative only
+        needs h and the column, so memory stays O(n) like the plain network (the running sums
+        cost n+1 activations, as a buffer would). FLOPs: O(n^2 BTC) adds, as in DenseFormer.
+        """
+        n = self.cfg.n_layer
+
+        def init_identity(_, shape, dtype):
+            return jnp.eye(shape[0], shape[1], k=1, dtype=dtype)  # w[r-1, r] = 1
+
+        weights = self.param("residual_weights", init_identity, (n, n + 1), jnp.float32)
+        rows = jnp.arange(1, n + 1)[:, None]
+        weights = jnp.where(jnp.arange(n + 1)[None, :] <= rows, weights, 0.0)  # j <= r
+        start = jnp.concatenate([jnp.ones((1,), jnp.float32), weights[:, 0]])  # acc[0] = h_0
+        acc = start.astype(h0.dtype)[:, None, None, None] * h0[None]
+        columns = jnp.concatenate([jnp.zeros((n, 1), jnp.float32), weights[:, 1:].T], axis=1)
+        acc, _ = blocks(acc, (columns, jnp.arange(n)))
+        return acc[n]
 
 
 def build_model(config: ml_collections.ConfigDict | ModelConfig) -> Transformer:

@@ -17,7 +17,7 @@ from minillm_jax import checkpointing, data, sharding
 from minillm_jax import config as config_lib
 from minillm_jax.metrics import MetricsWriter
 from minillm_jax.model import ModelConfig, build_model, num_params
-from minillm_jax.optim import build_optimizer
+from minillm_jax.optim import build_optimizer, eval_params, plateau_observe
 from minillm_jax.train_step import TrainState, init_state, make_eval_step, make_train_step
 
 
@@ -111,6 +111,69 @@ class Evaluator:
         return result
 
 
+class TimeBudget:
+    """A wall-clock budget (config.budget_minutes) with the lr schedule's horizon in time.
+
+    The run stops when the budget minus a reserve for the final evaluation and save is spent.
+    After `budget_warmup_steps` steps it measures wall time per step (evaluations included) and
+    sets the schedule's horizon to the steps that fit; it keeps re-measuring at every
+    `log_freq`-th step and moves the horizon again when the estimate drifts by more than
+    `budget_tolerance`, so the decay ends at the budget. No llm-baselines option does this.
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, compile_s: float):
+        self.config = config
+        self.started = time.perf_counter()
+        self.horizon_steps = config.iterations
+        full_batches = data.num_val_batches(config.data_dir, batch_size=config.eval_batch_size,
+                                            seq_len=config.sequence_length)
+        eval_batches = full_batches if config.final_full_eval else min(
+            full_batches, config.eval_batches)
+        # The final eval costs about eval_batches forward passes of one step's micro-batch
+        # (a third of a training step each); this bound is refined by measurement below.
+        self.eval_share = eval_batches * config.eval_batch_size / max(
+            3 * config.batch_size * config.acc_steps, 1)
+        self.step_time_s = 0.0
+        self.reserve_s = 0.02 * 60 * config.budget_minutes
+        self._resized = 0
+        self.compile_s = compile_s  # cost of one compile, updated when one happens
+        self._mark_time, self._mark_steps = self.started, 0
+
+    def expired(self) -> bool:
+        deadline = self.started + 60 * self.config.budget_minutes - self.reserve_s
+        return time.perf_counter() >= deadline
+
+    def horizon(self, start: int, steps_done: int) -> int | None:
+        """A new schedule horizon (total steps) when it should move, else None."""
+        c = self.config
+        warmup = c.get("budget_warmup_steps", 5)
+        if steps_done < warmup or (steps_done > warmup and steps_done % c.log_freq):
+            return None
+        now = time.perf_counter()
+        elapsed = now - self.started
+        if steps_done - self._mark_steps < warmup:
+            return None
+        # wall time per step since the last horizon change (recompiles excluded, reacts to drift)
+        self.step_time_s = (now - self._mark_time) / (steps_done - self._mark_steps)
+        self.reserve_s = max(5.0, 2.0 * self.eval_share * self.step_time_s + 5.0)
+        # the recompile for a new horizon is paid from the budget too
+        left = 60 * c.budget_minutes - self.reserve_s - elapsed - self.compile_s
+        if left < self.compile_s:  # too late for a recompile to pay for itself
+            return None
+        fits = start + steps_done + max(int(left / self.step_time_s), 1)
+        fits = min(fits, c.iterations)
+        drift = abs(fits - self.horizon_steps) / max(self.horizon_steps, 1)
+        if drift <= c.get("budget_tolerance", 0.02) or self._resized >= 8:
+            return None
+        self._resized += 1
+        self.horizon_steps = fits
+        return fits
+
+    def mark(self, steps_done: int) -> None:
+        """Restart the step-time measurement (after a recompile)."""
+        self._mark_time, self._mark_steps = time.perf_counter(), steps_done
+
+
 def format_eval(result: dict[str, float]) -> str:
     text = (f"val loss {result['val_loss']:.4f} | ppl {result['val_perplexity']:.2f} | "
             f"acc {100 * result['val_acc']:.2f}%")
@@ -129,6 +192,9 @@ def train(config: ml_collections.ConfigDict, name: str = "run") -> dict[str, Any
     sharding.check_batch(config.batch_size, mesh)
     sharding.check_batch(config.eval_batch_size, mesh, "eval_batch_size")
     prepare_workdir(config.workdir)
+    checkpointing.quiet_orbax_logs()
+    checkpointing.prepare_run(config.workdir, config.get("resume", True),
+                              config.get("overwrite", False))
     data.ensure_dataset(config.dataset, config.data_dir)
 
     model = build_model(config)
@@ -137,37 +203,55 @@ def train(config: ml_collections.ConfigDict, name: str = "run") -> dict[str, Any
     state_shardings = sharding.tree_shardings(mesh, abstract_state)
     state_shardings = state_shardings.replace(
         step=sharding.replicated(mesh), rng=sharding.replicated(mesh))
-    log(f"model {config.model}: {num_params(abstract_state.params, ModelConfig.from_config(config)):,}"
-        f" parameters | mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform}"
+    # MoE: total and active parameter counts (params_info.describe; dense: "N parameters").
+    from minillm_jax.params_info import describe as describe_params
+    log(f"model {config.model}: {describe_params(abstract_state.params, ModelConfig.from_config(config))}"
+        f" | mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform}"
         f" device(s) | compute {config.compute_dtype}")
 
     batch_shape = (config.acc_steps, config.batch_size, config.sequence_length)
     batch_sharding = sharding.batch_sharding(mesh, 3, batch_axis=1)
     abstract_batch = {k: jax.ShapeDtypeStruct(batch_shape, jnp.int32, sharding=batch_sharding)
                       for k in ("x", "y")}
-    step_fn = jax.jit(make_train_step(model, tx, schedule, config.loss_chunk_size),
-                      in_shardings=(state_shardings, batch_sharding),
-                      out_shardings=(state_shardings, sharding.replicated(mesh)),
-                      donate_argnums=(0,))
-    t0 = time.perf_counter()
     sharded_abstract = jax.tree.map(
         lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
         abstract_state, state_shardings)
-    compiled_step = step_fn.lower(sharded_abstract, abstract_batch).compile()
+
+    def compile_step(iterations: int) -> Callable:
+        """The compiled step for an lr-schedule horizon of `iterations` (the time budget moves
+        it; the optimizer state's structure does not depend on it)."""
+        horizon_config = ml_collections.ConfigDict(config.to_dict())
+        horizon_config.iterations = iterations
+        horizon_tx, horizon_schedule = build_optimizer(horizon_config)
+        step_fn = jax.jit(
+            make_train_step(model, horizon_tx, horizon_schedule, config.loss_chunk_size),
+            in_shardings=(state_shardings, batch_sharding),
+            out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))
+        return step_fn.lower(sharded_abstract, abstract_batch).compile()
+
+    t0 = time.perf_counter()
+    compiled_step = compile_step(config.iterations)
+    compile_s = time.perf_counter() - t0
     log(f"compiled train step in {time.perf_counter() - t0:.1f}s | {_memory_report(compiled_step)}")
 
-    manager = checkpointing.make_manager(config.workdir, keep=config.keep)
-    state, data_state = None, None
-    latest = manager.latest_step()
-    if latest is not None:
-        state, data_state = checkpointing.restore_state(manager, latest, sharded_abstract)
+    # Resume from the newest readable checkpoint (unreadable ones are set aside with a warning;
+    # one saved for another model stops the run), else start fresh.
+    manager = checkpointing.RunCheckpoints(config.workdir, keep=config.keep,
+                                           keep_best=config.get("keep_best", False))
+    restored = (manager.restore_latest(sharded_abstract, config)
+                if config.get("resume", True) else None)
+    data_state, start_step = None, 0
+    if restored is not None:
+        state, data_state, start_step = restored
         if state.opt_state is None:  # params-only checkpoint (e.g. imported weights)
             state = state.replace(opt_state=jax.jit(
                 tx.init, out_shardings=state_shardings.opt_state)(state.params))
-        log(f"resumed from {checkpointing.checkpoint_dir(config.workdir)}/{latest}")
+        log(f"resumed from {checkpointing.step_dir(config.workdir, start_step)}")
     else:
         state = jax.jit(lambda: init_state(model, tx, config.seed),
                         out_shardings=state_shardings)()
+    # metrics.jsonl continues the run: drop what the resumed steps will log again
+    checkpointing.trim_metrics(config.workdir, start_step)
 
     loader = data.TrainLoader(
         config.data_dir, batch_size=config.batch_size, seq_len=config.sequence_length,
@@ -181,19 +265,33 @@ def train(config: ml_collections.ConfigDict, name: str = "run") -> dict[str, Any
                            config=config.to_dict(), project=config.wandb_project,
                            name=config.wandb_run_name or name)
     try:
-        state, final = _loop(config, compiled_step, state, loader, evaluator, writer, manager)
+        with checkpointing.StopSignals() as stop:
+            state, final = _loop(config, compiled_step, state, loader, evaluator, writer,
+                                 manager, stop, compile_step, compile_s)
+        manager.wait()  # the last save is complete (or its failure reported) before returning
     finally:
-        manager.wait_until_finished()
+        try:
+            manager.close()
+        except checkpointing.CheckpointError as err:  # already failing: report, don't mask
+            log(f"error: {err}")
         writer.close()
+        loader.close()
+    if manager.blocking_s:
+        log(f"checkpoints: {len(manager.blocking_s)} saved in {manager.directory}; training "
+            f"paused {1000 * float(np.median(manager.blocking_s)):.0f} ms per save (median; max "
+            f"{1000 * max(manager.blocking_s):.0f} ms), the writes ran in the background")
     return final
 
 
 def _loop(config: ml_collections.ConfigDict, step_fn: Callable, state: TrainState,
           loader: Any, evaluator: Evaluator, writer: MetricsWriter, manager: Any,
+          stop: Any = None, compile_step: Callable | None = None, compile_s: float = 0.0,
           ) -> tuple[TrainState, dict[str, Any]]:
     mesh = evaluator.mesh
     start = int(jax.device_get(state.step))
     total = config.iterations
+    budget = (TimeBudget(config, compile_s) if config.get("budget_minutes", 0) > 0 else None)
+    stop_reason = "iterations"
     tokens_per_step = config.batch_size * config.acc_steps * config.sequence_length
     pending: tuple[int, dict] | None = None  # (step, device metrics) read one step late
     window_start, window_steps, train_time = time.perf_counter(), 0, 0.0
@@ -227,7 +325,23 @@ def _loop(config: ml_collections.ConfigDict, step_fn: Callable, state: TrainStat
                      tokens=done * tokens_per_step)
         window_start, window_steps = time.perf_counter(), 0
 
-    for step in range(start, total):
+    step = start
+    while step < total:
+        if budget is not None:
+            horizon = budget.horizon(start, step - start) if step > start else None
+            if budget.expired():
+                total, stop_reason = step, "time budget"
+                log(f"time budget of {config.budget_minutes} min spent (keeping "
+                    f"{budget.reserve_s:.0f}s for the final eval and save): stopping at step {step}")
+                break
+            if horizon is not None and compile_step is not None:
+                log(f"time budget: {budget.step_time_s * 1000:.0f} ms/step measured, lr schedule "
+                    f"horizon {total} -> {horizon} steps")
+                total = horizon
+                compiling = time.perf_counter()
+                step_fn = compile_step(total)
+                budget.compile_s = time.perf_counter() - compiling
+                budget.mark(step - start)
         batch = sharding.to_global(next(loader), mesh, batch_axis=1)
         state, metrics = step_fn(state, batch)  # dispatched; runs while we read the previous one
         if pending is not None:
@@ -235,33 +349,55 @@ def _loop(config: ml_collections.ConfigDict, step_fn: Callable, state: TrainStat
         pending = (step, metrics)
         done = step + 1
         is_last = done == total
+        ckpt_metrics = None  # with keep_best, checkpoints at eval steps are ranked by val loss
         if done % config.eval_freq == 0 and not is_last:
             report(*pending)
             pending = None
             paused = time.perf_counter()
-            result = evaluator(state.params, config.eval_batches)
+            result = evaluator(eval_params(config, state.opt_state, state.params),
+                               config.eval_batches)
+            # reduce-on-plateau counts patience in evaluations (no-op without plateau)
+            state = state.replace(
+                opt_state=plateau_observe(config, state.opt_state, result["val_loss"]))
             log(f"eval @ {done}: {format_eval(result)}")
             writer.write(done, **result)
             window_start += time.perf_counter() - paused  # keep eval out of tokens/s
-        if config.save_every and done % config.save_every == 0 and not is_last:
+            if config.get("keep_best", False):
+                ckpt_metrics = {checkpointing.BEST_METRIC: result["val_loss"]}
+        stopping = stop is not None and not is_last and stop.should_stop(done)
+        if not is_last and (stopping or ckpt_metrics is not None or (
+                config.save_every and done % config.save_every == 0)):
             if pending is not None:
-                report(*pending)
+                report(*pending)  # logged before the checkpoint, so a resume never repeats it
                 pending = None
-            checkpointing.save(manager, done, state, loader.get_state(), config)
+            manager.save(done, state, loader.get_state(), config, metrics=ckpt_metrics)
+        if stopping:  # SIGTERM / SIGINT: the checkpoint of this step is being written; stop
+            manager.wait()
+            log(f"{stop.received}: stopped at step {done}/{total} with a checkpoint in "
+                f"{checkpointing.step_dir(config.workdir, done)}; run the same command again "
+                "to resume")
+            return state, {"interrupted": stop.received, "step": done,
+                           "workdir": config.workdir, "train_time_s": train_time}
+        step = done
 
     if pending is not None:
         report(*pending)
+    if budget is not None and total < config.iterations:
+        stop_reason = "time budget"
     final_step = int(jax.device_get(state.step))
-    checkpointing.save(manager, final_step, state, loader.get_state(), config)
+    manager.save(final_step, state, loader.get_state(), config)
     max_batches = None if config.final_full_eval else config.eval_batches
-    result = evaluator(state.params, max_batches)
+    final_params = eval_params(config, state.opt_state, state.params)  # schedule-free: x, not y
+    result = evaluator(final_params, max_batches)
     log(f"final eval @ {final_step}: {format_eval(result)}")
-    writer.write(final_step, **{f"final_{k}": v for k, v in result.items()})
-    result.update(step=final_step, workdir=config.workdir, train_time_s=train_time)
+    writer.write(final_step, **{f"final_{k}": v for k, v in result.items()},
+                 steps_run=final_step - start, stop_reason=stop_reason)
+    result.update(step=final_step, workdir=config.workdir, train_time_s=train_time,
+                  steps_run=final_step - start, stop_reason=stop_reason)
     if config.sample_tokens > 0 and jax.process_index() == 0 and jax.process_count() == 1:
         from minillm_jax.sampling import generate
 
-        text = generate(build_model(config), jax.device_get(state.params), config.sample_prompt,
+        text = generate(build_model(config), jax.device_get(final_params), config.sample_prompt,
                         max_new_tokens=config.sample_tokens,
                         temperature=config.sample_temperature, top_k=config.sample_top_k,
                         seed=config.seed)

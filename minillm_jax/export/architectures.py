@@ -196,4 +196,19 @@ def lookup(cfg: ModelConfig, fmt: str) -> Entry:
         raise ConversionError(
             f"unknown architecture {cfg.model!r} for format {fmt!r}: the converter knows "
             f"{sorted(REGISTRY[fmt])}")
+    _refuse_non_standard_blocks(cfg, fmt)
     return REGISTRY[fmt][cfg.model]
+
+
+def _refuse_non_standard_blocks(cfg: ModelConfig, fmt: str) -> None:
+    """Neither llm-baselines (LauzHack) nor transformers' GPT2/Llama classes have MoE layers,
+    other sublayer orders or weighted residuals: refuse rather than export something else."""
+    problems = []
+    pattern = getattr(cfg, "block_pattern", "attn,mlp")
+    if pattern != "attn,mlp":
+        problems.append(f"block_pattern={pattern!r} (only the plain 'attn,mlp' block exists there;"
+                        " MoE and Brainformer blocks cannot be expressed)")
+    if getattr(cfg, "weighted_residual", False):
+        problems.append("weighted_residual=True (no such residual mixing there)")
+    if problems:
+        raise ConversionError(f"cannot export this model to {fmt}: " + "; ".join(problems))

@@ -1,9 +1,22 @@
-"""Learning-rate schedules as optax schedules (step -> lr).
+"""Learning-rate schedules as optax schedules (step -> lr), selected by config.scheduler.
 
 `cos` and `linear` are torch's OneCycleLR exactly as llm-baselines configures it (REFERENCE §6):
 warm-up from lr/div_factor to lr, then anneal to lr/div_factor/final_div_factor, both phases with
 the same shape (the warm-up is cosine-shaped too). optax.cosine_onecycle_schedule differs (its
 warm-up boundaries are not torch's `pct*N - 1` / `N - 1`), hence this closed form.
+
+The other schedules (minillm_jax/optim/README.md) share OneCycle's end points so that runs compare
+like with like: warm-up (linear) from `lr/div_factor` over `round(warmup_percent*iterations)` steps,
+peak `lr`, minimum `lr/div_factor/final_div_factor` (lr/10 with the defaults).
+
+- `sgdr`: cosine warm restarts (optax.sgdr_schedule). Cycle k lasts round(T0 * mult^k) steps,
+  T0 = sgdr_first_cycle (a fraction of iterations when < 1, else steps); its peak is
+  lr * sgdr_peak_decay^k; the warm-up is part of the first cycle. The cycle that would run past
+  `iterations` is cut to end there, so every run finishes at the minimum.
+- `wsd`: warm-up, stable at lr, then the last round(wsd_decay_frac*iterations) steps decay to the
+  minimum with shape wsd_decay_shape (linear | cosine | 1-sqrt); the last step is at the minimum.
+- `plateau`: a constant lr with the reduce-on-plateau scale on top (minillm_jax/optim/plateau.py);
+  `plateau=True` puts the same scale on top of any other schedule.
 """
 
 from __future__ import annotations
@@ -12,8 +25,17 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-# Extra schedule names beyond cos | linear | constant; extended by later schedule families.
-SCHEDULE_NAMES: tuple[str, ...] = ()
+# Schedule names beyond cos | linear | constant (config.validate accepts these).
+SCHEDULE_NAMES: tuple[str, ...] = ("sgdr", "wsd", "plateau")
+WSD_SHAPES = ("linear", "cosine", "1-sqrt")
+
+# Defaults of the fields appended to configs/base.py, for configs written before they existed.
+SCHEDULE_DEFAULTS = dict(sgdr_first_cycle=0.25, sgdr_cycle_mult=1.0, sgdr_peak_decay=1.0,
+                         wsd_decay_frac=0.2, wsd_decay_shape="1-sqrt")
+
+
+def _field(config, name):
+    return config.get(name, SCHEDULE_DEFAULTS[name])
 
 
 def _anneal(kind: str, start, end, pct):
@@ -27,8 +49,10 @@ def onecycle(peak_lr: float, total_steps: int, pct_start: float, kind: str = "co
     """torch OneCycleLR(max_lr, total_steps, pct_start, anneal_strategy=kind, div_factor,
     final_div_factor) evaluated at the 0-based optimizer step.
 
-    llm-baselines crashes when pct_start*total_steps <= 1 (a zero-length warm-up divides by zero);
-    here such a warm-up is skipped and the schedule starts at the peak.
+    torch (so llm-baselines) raises ZeroDivisionError when pct_start*total_steps == 1 exactly (a
+    zero-length warm-up phase); here that warm-up is skipped and the schedule starts at the peak.
+    With pct_start*total_steps < 1 torch has no warm-up step either and anneals from
+    (t - e1)/(N - 1 - e1) with e1 = pct*N - 1 < 0 (lr[0] slightly below the peak): matched here.
     """
     initial = peak_lr / div_factor
     final = initial / final_div_factor
@@ -38,7 +62,7 @@ def onecycle(peak_lr: float, total_steps: int, pct_start: float, kind: str = "co
     def schedule(step):
         t = jnp.minimum(jnp.asarray(step, jnp.float32), last)
         if warm_end <= 0:
-            return _anneal(kind, peak_lr, final, t / max(last, 1.0))
+            return _anneal(kind, peak_lr, final, (t - warm_end) / max(last - warm_end, 1.0))
         warm = _anneal(kind, initial, peak_lr, t / warm_end)
         decay = _anneal(kind, peak_lr, final, (t - warm_end) / max(last - warm_end, 1.0))
         return jnp.where(t <= warm_end, warm, decay)
@@ -46,12 +70,108 @@ def onecycle(peak_lr: float, total_steps: int, pct_start: float, kind: str = "co
     return schedule
 
 
+def sgdr_cycles(total_steps: int, first_cycle: float, cycle_mult: float = 1.0,
+                max_cycles: int = 1000) -> list[int]:
+    """Lengths of the SGDR cycles covering total_steps (the last one cut to end at total_steps).
+
+    first_cycle < 1 is a fraction of total_steps, >= 1 a number of steps.
+    """
+    if first_cycle <= 0:
+        raise ValueError(f"sgdr_first_cycle={first_cycle} must be positive")
+    if cycle_mult < 1.0:
+        raise ValueError(f"sgdr_cycle_mult={cycle_mult} must be >= 1")
+    t0 = first_cycle * total_steps if first_cycle < 1 else first_cycle
+    lengths, start = [], 0
+    while start < total_steps:
+        if len(lengths) == max_cycles:
+            raise ValueError(f"sgdr would need more than {max_cycles} cycles: raise "
+                             "sgdr_first_cycle or sgdr_cycle_mult")
+        length = max(1, int(round(t0 * cycle_mult ** len(lengths))))
+        length = min(length, total_steps - start)
+        lengths.append(length)
+        start += length
+    return lengths
+
+
+def sgdr(peak_lr: float, total_steps: int, first_cycle: float, cycle_mult: float = 1.0,
+         peak_decay: float = 1.0, warmup_steps: int = 0, init_lr: float = 0.0,
+         min_lr: float = 0.0) -> optax.Schedule:
+    """Cosine annealing with warm restarts (Loshchilov & Hutter 2017) via optax.sgdr_schedule.
+
+    Cycle k runs from peak_lr*peak_decay^k down to min(min_lr, that peak); the first cycle starts
+    with a linear warm-up from init_lr over warmup_steps (counted inside the first cycle).
+    """
+    lengths = sgdr_cycles(total_steps, first_cycle, cycle_mult)
+    if warmup_steps >= lengths[0]:
+        raise ValueError(f"the warm-up ({warmup_steps} steps) must be shorter than the first "
+                         f"sgdr cycle ({lengths[0]} steps): lower warmup_percent or raise "
+                         "sgdr_first_cycle")
+    kwargs = []
+    for k, length in enumerate(lengths):
+        peak = peak_lr * peak_decay ** k
+        kwargs.append(dict(init_value=init_lr if k == 0 else peak, peak_value=peak,
+                           warmup_steps=warmup_steps if k == 0 else 0, decay_steps=length,
+                           end_value=min(min_lr, peak)))
+    return optax.sgdr_schedule(kwargs)
+
+
+def wsd(peak_lr: float, total_steps: int, warmup_steps: int, decay_steps: int,
+        shape: str = "1-sqrt", init_lr: float = 0.0, min_lr: float = 0.0) -> optax.Schedule:
+    """Warmup-stable-decay (a.k.a. trapezoidal): linear warm-up from init_lr over warmup_steps,
+    peak_lr until the decay, then `decay_steps` steps annealing to min_lr (reached at the last
+    step total_steps-1). Decay progress p = (t - s + 1)/decay_steps, s = total_steps-decay_steps:
+    linear  lr = peak + (min - peak) p
+    cosine  lr = min + (peak - min) (1 + cos(pi p)) / 2
+    1-sqrt  lr = min + (peak - min) (1 - sqrt(p))      (Hägele et al. 2024)
+    """
+    if shape not in WSD_SHAPES:
+        raise ValueError(f"wsd_decay_shape={shape!r} is unknown: use one of {WSD_SHAPES}")
+    if warmup_steps + decay_steps > total_steps:
+        raise ValueError(f"wsd warm-up ({warmup_steps}) plus decay ({decay_steps}) steps exceed "
+                         f"iterations={total_steps}: lower warmup_percent or wsd_decay_frac")
+    decay_start = total_steps - decay_steps
+
+    def decay(t):  # t counted from decay_start
+        p = jnp.clip((jnp.asarray(t, jnp.float32) + 1.0) / max(decay_steps, 1), 0.0, 1.0)
+        if shape == "linear":
+            frac = 1.0 - p
+        elif shape == "cosine":
+            frac = (1.0 + jnp.cos(jnp.pi * p)) / 2.0
+        else:
+            frac = 1.0 - jnp.sqrt(p)
+        return min_lr + (peak_lr - min_lr) * frac
+
+    schedules, boundaries = [], []
+    if warmup_steps > 0:
+        schedules.append(optax.linear_schedule(init_lr, peak_lr, warmup_steps))
+        boundaries.append(warmup_steps)
+    schedules.append(optax.constant_schedule(peak_lr))
+    if decay_steps > 0:
+        boundaries.append(decay_start)
+        schedules.append(decay)
+    joined = optax.join_schedules(schedules, boundaries)
+    return lambda step: jnp.asarray(joined(step), jnp.float32)
+
+
 def build_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    """The lr schedule named by config.scheduler."""
+    """The base lr schedule named by config.scheduler (the plateau scale, if any, is applied on
+    top by the optimizer: see minillm_jax.optim.plateau.current_lr)."""
     name = config.scheduler
+    n = int(config.iterations)
+    initial = config.lr / config.div_factor
+    final = initial / config.final_div_factor
+    warmup = int(round(config.warmup_percent * n))
     if name in ("cos", "linear"):
-        return onecycle(config.lr, config.iterations, config.warmup_percent, name,
+        return onecycle(config.lr, n, config.warmup_percent, name,
                         config.div_factor, config.final_div_factor)
-    if name in ("constant", "none"):
+    if name in ("constant", "none", "plateau"):
         return optax.constant_schedule(config.lr)
+    if name == "sgdr":
+        return sgdr(config.lr, n, _field(config, "sgdr_first_cycle"),
+                    _field(config, "sgdr_cycle_mult"), _field(config, "sgdr_peak_decay"),
+                    warmup_steps=warmup, init_lr=initial, min_lr=final)
+    if name == "wsd":
+        decay = int(round(_field(config, "wsd_decay_frac") * n))
+        return wsd(config.lr, n, warmup, decay, _field(config, "wsd_decay_shape"),
+                   init_lr=initial, min_lr=final)
     raise ValueError(f"config.scheduler={name!r} is unknown")

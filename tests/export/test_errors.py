@@ -135,3 +135,19 @@ def test_bad_dtype_and_bad_argument_values():
         export.llm_baselines.config_from_args({"n_layer": "two"}, config)
     with pytest.raises(export.ConversionError, match="n_embd=60 is not divisible"):
         export.llm_baselines.config_from_args({"n_embd": 60, "n_head": 8}, config)
+
+
+@pytest.mark.parametrize("fields,message", [
+    ({"block_pattern": "attn,moe", "moe_n_experts": 4}, "block_pattern='attn,moe'"),
+    ({"block_pattern": "mlp,attn"}, "block_pattern='mlp,attn'"),
+    ({"weighted_residual": True}, "weighted_residual=True"),
+])
+def test_non_standard_blocks_are_refused(fields, message):
+    from minillm_jax.export.architectures import lookup
+    from minillm_jax.export.errors import ConversionError
+    from minillm_jax.model import ModelConfig
+
+    cfg = ModelConfig(model="llama", n_layer=2, n_embd=64, n_head=4, **fields)
+    for fmt in ("llm-baselines", "hf"):
+        with pytest.raises(ConversionError, match=message):
+            lookup(cfg, fmt)

@@ -1,0 +1,168 @@
+"""Exact resume of real training runs (subprocesses): SIGKILL between checkpoints, SIGTERM, the
+metrics.jsonl continuation, and the wandb run id. Dropout is on, so equal losses also prove the
+dropout masks are the same."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from minillm_jax.metrics import MetricsWriter, read_metrics
+from tests.conftest import REPO
+
+_RUN = textwrap.dedent("""
+    import json, sys, time
+    from minillm_jax.data import loader as loader_lib
+    from minillm_jax.trainer import train
+    from tests.conftest import tiny_config
+    overrides, delay = json.loads(sys.argv[1]), float(sys.argv[2])
+    if delay:  # slow the steps down so that the test can interrupt the run between checkpoints
+        next_batch = loader_lib.TrainLoader.__next__
+        def slowed(self):
+            time.sleep(delay)
+            return next_batch(self)
+        loader_lib.TrainLoader.__next__ = slowed
+    result = train(tiny_config(**overrides))
+    print("RESULT " + json.dumps({k: v for k, v in result.items()
+                                  if isinstance(v, (int, float, str))}), flush=True)
+""")
+
+ITERATIONS = 20
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """All runs share a persistent compilation cache: the same program is compiled once."""
+    cache = str(tmp_path_factory.mktemp("jax_cache"))
+    return {**os.environ, "JAX_PLATFORMS": "cpu", "JAX_COMPILATION_CACHE_DIR": cache,
+            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
+def _start(env, data_dir, workdir, delay=0.0):
+    overrides = dict(data_dir=data_dir, workdir=str(workdir), iterations=ITERATIONS,
+                     save_every=5, keep=2, log_freq=1, eval_freq=10, eval_batches=1,
+                     dropout=0.1, batch_size=2, sequence_length=16, loss_chunk_size=0)
+    return subprocess.Popen([sys.executable, "-c", _RUN, json.dumps(overrides), str(delay)],
+                            cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def _finish(proc, timeout=300):
+    out, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return out, err
+
+
+def _wait_for(condition, proc, timeout=240):
+    deadline = time.time() + timeout
+    while not condition():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"the run ended (rc {proc.returncode}) before the test could "
+                                 f"interrupt it:\n{out[-2000:]}\n{err[-3000:]}")
+        assert time.time() < deadline, "timed out waiting for the run"
+        time.sleep(0.02)
+
+
+def _records(workdir):
+    path = os.path.join(workdir, "metrics.jsonl")
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:  # a kill may leave a cut-off last line
+        return [json.loads(line) for line in f if line.strip().endswith("}")]
+
+
+def _logged_steps(workdir):
+    return [r["step"] for r in _records(workdir) if "train_loss" in r]
+
+
+def _series(workdir, key):
+    return {r["step"]: r[key] for r in read_metrics(workdir) if key in r}
+
+
+def _checkpoints(workdir):
+    directory = os.path.join(workdir, "checkpoints")
+    return sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(
+        directory) else []
+
+
+def test_preempted_and_killed_run_resumes_exactly(tmp_path, shakespeare_dir, env):
+    """SIGTERM -> clean exit with a checkpoint at the step reached; resume; SIGKILL between
+    checkpoints; resume to the end: every logged value equals the uninterrupted run's."""
+    reference, workdir = str(tmp_path / "uninterrupted"), str(tmp_path / "run")
+    _finish(_start(env, shakespeare_dir, reference))  # also fills the compilation cache
+
+    # 1. SIGTERM: save at the step reached, exit 0
+    proc = _start(env, shakespeare_dir, workdir, delay=0.25)
+    _wait_for(lambda: max(_logged_steps(workdir), default=0) >= 3, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, _ = _finish(proc)
+    stopped = int(re.search(r"SIGTERM: stopped at step (\d+)/20 with a checkpoint", out).group(1))
+    assert 3 <= stopped < ITERATIONS and '"interrupted": "SIGTERM"' in out
+    assert stopped in _checkpoints(workdir)  # the step it reached, not the last save_every
+    assert max(_logged_steps(workdir)) == stopped
+
+    # 2. resume, then SIGKILL once a checkpoint >= 10 exists and later steps were logged
+    proc = _start(env, shakespeare_dir, workdir, delay=0.25)
+    _wait_for(lambda: any(s >= 10 for s in _checkpoints(workdir)), proc)
+    _wait_for(lambda: max(_logged_steps(workdir)) > max(_checkpoints(workdir)) + 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert f"resumed from {os.path.join(workdir, 'checkpoints', str(stopped))}\n" in out
+    killed_at = max(_logged_steps(workdir))
+    assert killed_at < ITERATIONS
+
+    # 3. resume to the end
+    out, _ = _finish(_start(env, shakespeare_dir, workdir))
+    resumed_from = int(re.search(r"resumed from \S+/checkpoints/(\d+)", out).group(1))
+    assert 10 <= resumed_from <= killed_at
+
+    records = read_metrics(workdir)
+    keys = [(r["step"], k) for r in records for k in r if k != "step"]
+    assert len(keys) == len(set(keys)), "a step was logged twice"
+    losses = _series(workdir, "train_loss")
+    assert sorted(losses) == list(range(1, ITERATIONS + 1))
+    assert losses == _series(reference, "train_loss")  # exactly, not approximately
+    for key in ("lr", "grad_norm", "val_loss", "final_val_loss"):
+        assert _series(workdir, key) == _series(reference, key), key
+    assert _checkpoints(workdir) == [15, 20]  # keep=2
+
+
+def test_wandb_run_id_is_kept_for_resume(tmp_path, monkeypatch):
+    """A resumed run logs into the same wandb run: the id lives in <workdir>/wandb_id.txt."""
+    calls = []
+
+    class FakeRun:
+        def log(self, values, step):
+            calls.append(("log", step))
+
+        def finish(self):
+            pass
+
+    class FakeWandb:
+        class util:
+            @staticmethod
+            def generate_id():
+                return f"id{len(calls)}"
+
+        @staticmethod
+        def init(**kwargs):
+            calls.append(("init", kwargs["id"], kwargs["resume"]))
+            return FakeRun()
+
+    monkeypatch.setitem(sys.modules, "wandb", FakeWandb)
+    for step in (5, 6):
+        writer = MetricsWriter(str(tmp_path), wandb=True)
+        writer.write(step, train_loss=1.0)
+        writer.close()
+    assert calls == [("init", "id0", "allow"), ("log", 5), ("init", "id0", "allow"), ("log", 6)]
+    assert (tmp_path / "wandb_id.txt").read_text() == "id0"
