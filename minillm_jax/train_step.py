@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import optax
 
 from minillm_jax.losses import cross_entropy, fused_linear_cross_entropy
+from minillm_jax.optim.plateau import current_lr
 
 Array = jax.Array
 
@@ -103,7 +104,8 @@ def make_train_step(model: Any, tx: optax.GradientTransformation,
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"loss": loss_sum / acc_steps, "grad_norm": optax.tree.norm(grads),
-                   "lr": jnp.asarray(schedule(state.step), jnp.float32)}
+                   # the applied lr: schedule x reduce-on-plateau scale (1 without plateau)
+                   "lr": current_lr(state.opt_state, schedule, state.step)}
         metrics.update({k: v / acc_steps for k, v in extra_sum.items() if k != "loss"})
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 

@@ -156,15 +156,20 @@ class TimeBudget:
         # wall time per step since the last horizon change (recompiles excluded, reacts to drift)
         self.step_time_s = (now - self._mark_time) / (steps_done - self._mark_steps)
         self.reserve_s = max(5.0, 2.0 * self.eval_share * self.step_time_s + 5.0)
-        # the recompile for a new horizon is paid from the budget too
-        left = 60 * c.budget_minutes - self.reserve_s - elapsed - self.compile_s
-        if left < self.compile_s:  # too late for a recompile to pay for itself
-            return None
-        fits = start + steps_done + max(int(left / self.step_time_s), 1)
-        fits = min(fits, c.iterations)
-        drift = abs(fits - self.horizon_steps) / max(self.horizon_steps, 1)
+        left = 60 * c.budget_minutes - self.reserve_s - elapsed
+
+        def steps_that_fit(seconds: float) -> int:
+            return min(start + steps_done + max(int(seconds / self.step_time_s), 1),
+                       c.iterations)
+
+        # Is the current horizon still right (ignoring a recompile we would not do)?
+        drift = abs(steps_that_fit(left) - self.horizon_steps) / max(self.horizon_steps, 1)
         if drift <= c.get("budget_tolerance", 0.02) or self._resized >= 8:
             return None
+        left -= self.compile_s  # moving the horizon costs a recompile, paid from the budget
+        if left < self.compile_s:  # too late for a recompile to pay for itself
+            return None
+        fits = steps_that_fit(left)
         self._resized += 1
         self.horizon_steps = fits
         return fits
