@@ -82,7 +82,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.compute_dtype = "float32"  # float32 | bfloat16 (params stay float32)
     c.attention_impl = ""  # "" (let JAX choose) | xla | cudnn
     # Tokens per chunk of the fused output-layer + loss (minillm_jax/losses.py); 0 = plain logits.
-    c.loss_chunk_size = 1024
+    c.loss_chunk_size = 0
     c.scan_layers = True
     c.remat = "none"  # none | full | save_dots
     c.mesh_data = -1  # -1 = all devices not used by fsdp

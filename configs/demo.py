@@ -1,4 +1,4 @@
-"""Quick start: a small Llama on the built-in Shakespeare corpus, ~2 minutes on 2 CPU cores.
+"""Quick start: a small Llama on the built-in Shakespeare corpus, under 3 minutes on 2 CPU cores.
 
     python -m minillm_jax.main --config configs/demo.py
 """
@@ -12,16 +12,16 @@ def get_config():
     config = load_config(Path(__file__).with_name("base.py"))
     config.model = "llama"
     config.n_layer = 4
-    config.n_embd = 128
+    config.n_embd = 64
     config.n_head = 4
     config.sequence_length = 128
-    config.batch_size = 16
+    config.batch_size = 8
     config.acc_steps = 1
-    config.iterations = 300
-    config.lr = 3e-3
+    config.iterations = 240
+    config.lr = 5e-3
     config.grad_clip = 1.0
     config.dataset = "shakespeare"
-    config.eval_freq = 100
+    config.eval_freq = 120
     config.eval_batches = 8
     config.log_freq = 25
     config.sample_tokens = 30
