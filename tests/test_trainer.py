@@ -121,5 +121,5 @@ def test_cli_reports_errors_in_one_line(tmp_path):
          "--config.n_head=3", f"--config.workdir={tmp_path / 'w'}"],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines()[-1].startswith("error: config.n_embd=128 is not")
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: config.n_embd=64 is not")
     assert "Traceback" not in proc.stderr
