@@ -617,7 +617,24 @@ def load_params(workdir: str, step: int | None = None,
 
     config, step = load_config(workdir, step)
     target = abstract_params(build_model(config))
-    return config, restore_params(workdir, step, target), step
+    params = restore_params(workdir, step, target)
+    if config.get("opt") == "sfadamw":  # evaluate/export schedule-free's x, not the iterate y
+        params = _schedule_free_eval_params(workdir, step, config, params)
+    return config, params, step
+
+
+def _schedule_free_eval_params(workdir: str, step: int, config: ml_collections.ConfigDict,
+                               params: Any) -> Any:
+    from minillm_jax.optim import build_optimizer, eval_params
+
+    manager = _reader(workdir)
+    if "opt_state" not in _present_items(manager, step):
+        return params  # params-only checkpoint: nothing to average with
+    tx, _ = build_optimizer(config)
+    target = jax.eval_shape(tx.init, params)
+    restored = manager.restore(step, args=ocp.args.Composite(
+        opt_state=ocp.args.StandardRestore(target)))
+    return eval_params(config, restored["opt_state"], params)
 
 
 def save_params(workdir: str, config: ml_collections.ConfigDict, params: dict,
