@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from pathlib import Path
+from typing import Any
 
 import ml_collections
 
@@ -27,10 +28,15 @@ def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {str(path)!r} does not exist")
-    spec = importlib.util.spec_from_file_location(f"_minillm_config_{path.stem}", path)
+    return exec_python_file(path, "config").get_config()
+
+
+def exec_python_file(path: Path, kind: str) -> Any:
+    """Imports a config or sweep file by path, as a module of its own."""
+    spec = importlib.util.spec_from_file_location(f"_minillm_{kind}_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.get_config()
+    return module
 
 
 def attention_dropout(config: ml_collections.ConfigDict) -> float:

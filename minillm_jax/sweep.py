@@ -54,14 +54,12 @@ class SweepError(ValueError):
 
 def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
     """Executes a sweep file and returns its checked `get_sweep()`."""
-    import importlib.util
+    from minillm_jax.config import exec_python_file
 
     path = Path(path)
     if not path.is_file():
         raise SweepError(f"sweep file {str(path)!r} does not exist")
-    spec = importlib.util.spec_from_file_location(f"_minillm_sweep_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = exec_python_file(path, "sweep")
     if not hasattr(module, "get_sweep"):
         raise SweepError(f"{path} defines no get_sweep() returning {{'base': ..., 'variants': ...}}")
     return check_sweep(module.get_sweep(), str(path))
