@@ -1,4 +1,5 @@
-"""llm-baselines defaults (LauzHack-era code, REFERENCE §1); every other config derives from this.
+"""llm-baselines defaults (LauzHack-era code); every other config derives from this, and every
+field's default lives here (docs/llm-baselines.md#command-line-defaults).
 
 Run: python -m minillm_jax.main --config configs/base.py --config.lr=3e-4
 """
@@ -9,7 +10,8 @@ import ml_collections
 def get_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
 
-    # Model (REFERENCE §2-3). `model`: gpt (GPTBase, alias "base") or llama (alias "llama2").
+    # Model (docs/llm-baselines.md#gptbase-architecture-and-initialisation).
+    # `model`: gpt (GPTBase, alias "base") or llama (alias "llama2").
     c.model = "gpt"
     c.n_layer = 12
     c.n_embd = 768
@@ -42,7 +44,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.moe_aux_loss_weight = 0.01  # load-balancing loss (1.0 = uniform), summed over MoE layers
     c.moe_z_loss_weight = 0.001  # router z-loss, summed over MoE layers
 
-    # Optimisation (REFERENCE §5-6).
+    # Optimisation (docs/llm-baselines.md#optimizer-groups-and-the-training-step).
     c.opt = "adamw"
     c.lr = 1e-3
     c.weight_decay = 0.1

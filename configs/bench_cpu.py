@@ -1,4 +1,5 @@
-"""The CPU speed reference: GPT, 4 layers, 256 wide, 4 heads, seq 256, batch 16 (REFERENCE §12).
+"""The CPU speed reference: GPT, 4 layers, 256 wide, 4 heads, seq 256, batch 16
+(docs/llm-baselines.md#derived-figures).
 
     python tools/bench.py --config configs/bench_cpu.py
 """

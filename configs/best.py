@@ -1,4 +1,5 @@
-"""The winning Mini-LLM-Challenge recipe: 166M Llama, 18x768, 12 heads, tied embeddings (REFERENCE §0).
+"""The winning Mini-LLM-Challenge recipe: 166M Llama, 18x768, 12 heads, tied embeddings
+(docs/llm-baselines.md#sources-and-versions).
 
 Everything not set here is the llm-baselines default (configs/base.py): lr 1e-3, cosine OneCycle,
 warmup 5%, wd 0.1, betas 0.9/0.95, seq 512, vocab 50304. On a GPU add --config.compute_dtype=bfloat16.

@@ -1,4 +1,5 @@
-"""The organisers' 208M GPT baseline: GPTBase, 24 layers (REFERENCE §0)."""
+"""The organisers' 208M GPT baseline: GPTBase, 24 layers
+(docs/llm-baselines.md#sources-and-versions)."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""The organisers' 208M Llama baseline: 24 layers (REFERENCE §0)."""
+"""The organisers' 208M Llama baseline: 24 layers (docs/llm-baselines.md#sources-and-versions)."""
 
 from pathlib import Path
 

@@ -17,8 +17,11 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
+
+import ml_collections
+
+from minillm_jax.config import TrainConfig, build_config
 
 # Dense bf16 peak FLOP/s per chip (vendor datasheets, no sparsity).
 PEAK_FLOPS = {
@@ -71,37 +74,31 @@ def peak_flops(compute_dtype: str = "float32") -> tuple[float, str]:
     return measure_matmul_peak(dtype=dtype), f"measured {jnp.dtype(dtype).name} matmul on {device.device_kind}"
 
 
-def benchmark(config: ml_collections.ConfigDict, steps: int = 5, warmup: int = 2,
+def model_flops_per_token(config: TrainConfig, params: Any) -> float:
+    """Training FLOPs per token of a run's model (active parameters for MoE)."""
+    from minillm_jax.params_info import active_params
+
+    m = config.model
+    return flops_per_token(active_params(params, m), m.n_layer, m.n_embd, m.sequence_length)
+
+
+def benchmark(config: TrainConfig | ml_collections.ConfigDict, steps: int = 5, warmup: int = 2,
               ) -> dict[str, Any]:
     """Compiles the real train step for `config` and times it on random tokens."""
-    from minillm_jax import config as config_lib
-    from minillm_jax import sharding
-    from minillm_jax.model import ModelConfig, build_model
-    from minillm_jax.optim import build_optimizer
+    from minillm_jax.build import build_run
     from minillm_jax.params_info import active_params
-    from minillm_jax.train_step import init_state, make_train_step
 
-    config = config_lib.resolve(config, "bench")
-    config_lib.validate(config)
-    mesh = sharding.make_mesh(config.mesh_data, config.mesh_fsdp)
-    sharding.check_batch(config.batch_size, mesh)
-    model = build_model(config)
-    tx, schedule = build_optimizer(config)
-    abstract = jax.eval_shape(lambda: init_state(model, tx, config.seed))
-    shardings = sharding.tree_shardings(mesh, abstract).replace(
-        step=sharding.replicated(mesh), rng=sharding.replicated(mesh))
-    batch_sharding = sharding.batch_sharding(mesh, 3, batch_axis=1)
-    state = jax.jit(lambda: init_state(model, tx, config.seed), out_shardings=shardings)()
-    step = jax.jit(make_train_step(model, tx, schedule, config.loss_chunk_size),
-                   in_shardings=(shardings, batch_sharding),
-                   out_shardings=(shardings, sharding.replicated(mesh)), donate_argnums=(0,))
-    shape = (config.acc_steps, config.batch_size, config.sequence_length)
+    config = build_config(config, "bench")
+    run = build_run(config)
+    state = run.init_state()
+    shape = run.batch_shape
     rng = np.random.default_rng(0)
-    tokens = rng.integers(0, min(config.vocab_size, 50257), (shape[0], shape[1], shape[2] + 1))
+    tokens = rng.integers(0, min(config.model.vocab_size, 50257),
+                          (shape[0], shape[1], shape[2] + 1))
     batch = jax.device_put({"x": tokens[..., :-1].astype(np.int32),
-                            "y": tokens[..., 1:].astype(np.int32)}, batch_sharding)
+                            "y": tokens[..., 1:].astype(np.int32)}, run.batch_sharding)
     t = time.perf_counter()
-    compiled = step.lower(state, batch).compile()
+    compiled = run.compile_train_step(config.run.iterations)
     compile_s = time.perf_counter() - t
     for _ in range(warmup):
         state, metrics = compiled(state, batch)
@@ -113,13 +110,13 @@ def benchmark(config: ml_collections.ConfigDict, steps: int = 5, warmup: int = 2
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t)
     step_time = float(np.median(times))
-    n_active = active_params(abstract.params, ModelConfig.from_config(config))
-    fpt = flops_per_token(n_active, config.n_layer, config.n_embd, config.sequence_length)
+    params = run.abstract_state.params
+    fpt = model_flops_per_token(config, params)
     tokens_per_step = int(np.prod(shape))
-    peak, peak_source = peak_flops(config.compute_dtype)
+    peak, peak_source = peak_flops(config.execution.compute_dtype)
     n_dev = jax.device_count()
     tps = tokens_per_step / step_time
-    return {"params": n_active, "flops_per_token": fpt, "compile_s": compile_s,
-            "step_time_s": step_time, "tokens_per_s": tps, "devices": n_dev,
-            "peak_flops_per_device": peak, "peak_source": peak_source,
+    return {"params": active_params(params, config.model), "flops_per_token": fpt,
+            "compile_s": compile_s, "step_time_s": step_time, "tokens_per_s": tps,
+            "devices": n_dev, "peak_flops_per_device": peak, "peak_source": peak_source,
             "mfu": tps * fpt / (peak * n_dev), "loss": float(metrics["loss"])}

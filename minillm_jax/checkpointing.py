@@ -20,16 +20,13 @@ files are written by a background thread while training continues.
 `RunCheckpoints` is what the trainer uses (resume with fallback past unreadable checkpoints,
 refusal of a checkpoint saved for another model, write errors reported with the checkpoints that
 are kept); `load_config` / `load_params` / `save_params` serve the CLIs and the converters.
+Run-directory housekeeping (paths, starting over, metrics trimming) is minillm_jax/rundir.py.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
 import shutil
-import signal
-import threading
 import time
 import warnings
 from typing import Any
@@ -40,18 +37,11 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 
-CHECKPOINT_DIR = "checkpoints"
-UNREADABLE_DIR = "checkpoints_unreadable"  # unreadable steps are moved here, never deleted
+from minillm_jax.config import ConfigError, ModelConfig, TrainConfig, build_config
+from minillm_jax.rundir import UNREADABLE_DIR, checkpoint_dir, step_dir
+
 ITEMS = ("params", "opt_state", "train", "data", "config", "fingerprint")
 BEST_METRIC = "val_loss"
-
-# ModelConfig fields that may change between a checkpoint and the run that restores it: they do
-# not change the parameters or the function the parameters compute.
-RUNTIME_MODEL_FIELDS = frozenset({
-    "dropout", "attention_dropout", "compute_dtype", "attention_impl", "remat", "init_std",
-    "moe_capacity_factor", "moe_impl", "moe_priority", "moe_group_size",
-    "moe_aux_loss_weight", "moe_z_loss_weight"})
-
 
 class CheckpointError(RuntimeError):
     """A checkpoint cannot be used or written; the message names it and what to do."""
@@ -67,14 +57,6 @@ def quiet_orbax_logs() -> None:
 
     if absl_logging.get_verbosity() > absl_logging.WARNING:
         absl_logging.set_verbosity(absl_logging.WARNING)
-
-
-def checkpoint_dir(workdir: str) -> str:
-    return os.path.join(os.path.abspath(workdir), CHECKPOINT_DIR)
-
-
-def step_dir(workdir: str, step: int) -> str:
-    return os.path.join(checkpoint_dir(workdir), str(int(step)))
 
 
 def _item_handlers() -> dict[str, Any]:
@@ -204,13 +186,13 @@ def _describe(err: BaseException) -> str:
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict | None,
-         config: ml_collections.ConfigDict, metrics: dict | None = None) -> None:
+         config: TrainConfig | ml_collections.ConfigDict, metrics: dict | None = None) -> None:
     """Saves one step (asynchronously when the manager is async). `metrics` ({"val_loss": x})
     ranks the checkpoint for keep_best."""
     items = {
         "params": ocp.args.StandardSave(state.params),
         "train": ocp.args.StandardSave({"step": state.step, "rng": state.rng}),
-        "config": ocp.args.JsonSave(config.to_dict()),
+        "config": ocp.args.JsonSave(build_config(config).to_dict()),
         "fingerprint": ocp.args.JsonSave(_state_fingerprints(state)),
     }
     if state.opt_state is not None:
@@ -273,34 +255,27 @@ def _shape_differences(saved_tree: Any, wanted_tree: Any, limit: int = 4) -> lis
     return out
 
 
-def model_field_differences(saved: dict, current: ml_collections.ConfigDict | dict) -> list[str]:
-    """'field=saved vs current' for each architecture field that differs (ModelConfig fields
-    except RUNTIME_MODEL_FIELDS; moe_* only when either model has MoE sublayers)."""
-    from minillm_jax import config as config_lib
-    from minillm_jax.model import ModelConfig
-
-    current = current.to_dict() if isinstance(current, ml_collections.ConfigDict) else dict(current)
-    defaults = {f.name: f.default for f in dataclasses.fields(ModelConfig)}
-    moe = any("moe" in str(c.get("block_pattern", "")) for c in (saved, current))
-    out = []
-    for name, default in defaults.items():
-        if name in RUNTIME_MODEL_FIELDS or (name.startswith("moe_") and not moe):
-            continue
-        a, b = saved.get(name, default), current.get(name, default)
-        if name == "model":
-            a, b = (config_lib.MODEL_ALIASES.get(str(v), v) for v in (a, b))
-        if a != b:
-            out.append(f"{name}={a!r} in the checkpoint vs {b!r} in the config")
-    return out
+def model_field_differences(saved: dict, current: ModelConfig) -> list[str]:
+    """'field=saved vs current' for each architecture field that differs (ModelConfig.identity;
+    fields the checkpoint's config lacks take configs/base.py's defaults)."""
+    try:
+        saved_identity = ModelConfig.from_flat(saved).identity()
+    except ConfigError as err:
+        return [f"the checkpoint's model config is not valid here ({err})"]
+    wanted = current.identity()
+    return [f"{name}={saved_identity.get(name)!r} in the checkpoint vs {wanted.get(name)!r} in "
+            "the config" for name in sorted(set(saved_identity) | set(wanted))
+            if saved_identity.get(name) != wanted.get(name)]
 
 
 def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
-                     config: ml_collections.ConfigDict) -> None:
+                     config: TrainConfig) -> None:
     """Raises CheckpointError listing the mismatched fields (and parameter shapes) when the
     checkpoint was saved for another model or optimizer state layout. Read errors propagate."""
+    config = build_config(config)
     saved_config = _restore_config(manager, step) if "config" in _present_items(
         manager, step) else {}
-    fields = model_field_differences(saved_config, config) if saved_config else []
+    fields = model_field_differences(saved_config, config.model) if saved_config else []
     metadata = manager.item_metadata(step)
     shapes = _shape_differences(metadata["params"].tree, abstract_state.params)
     opt = []
@@ -315,10 +290,11 @@ def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state: 
         details += ("; " if details else "") + "parameter shapes (checkpoint vs config): " + (
             ", ".join(shapes))
     if opt:
-        opt_fields = [f"{k}={saved_config[k]!r} in the checkpoint vs {config[k]!r} in the config"
-                      for k in sorted(set(saved_config) & set(config.keys()))
+        current = config.to_dict()
+        opt_fields = [f"{k}={saved_config[k]!r} in the checkpoint vs {current[k]!r} in the config"
+                      for k in sorted(set(saved_config) & set(current))
                       if (k == "opt" or k.startswith("opt_") or k.endswith("_dtype"))
-                      and saved_config[k] != config[k]]
+                      and saved_config[k] != current[k]]
         details = "; ".join(opt_fields + ["optimizer state shapes (checkpoint vs config): "
                                           + ", ".join(opt)])
     raise CheckpointError(
@@ -377,7 +353,7 @@ class RunCheckpoints:
         self.pending = None
 
     def save(self, step: int, state: Any, data_state: dict | None,
-             config: ml_collections.ConfigDict, metrics: dict | None = None) -> bool:
+             config: TrainConfig, metrics: dict | None = None) -> bool:
         """Starts an asynchronous save of `step` (False if that step is already saved)."""
         self.wait()  # a failure of the previous save is reported for its own step
         if step in self.manager.all_steps():
@@ -408,7 +384,7 @@ class RunCheckpoints:
 
             multihost_utils.sync_global_devices(f"minillm_checkpoint_set_aside_{step}")
 
-    def restore_latest(self, abstract_state: Any, config: ml_collections.ConfigDict,
+    def restore_latest(self, abstract_state: Any, config: TrainConfig,
                        ) -> tuple[Any, dict | None, int] | None:
         """(state, data_state, step) of the newest readable checkpoint, None if there is none.
 
@@ -452,121 +428,6 @@ class RunCheckpoints:
             self.manager.close()
 
 
-def prepare_run(workdir: str, resume: bool, overwrite: bool) -> None:
-    """Applies config.resume / config.overwrite to a workdir before training.
-
-    resume=True continues an existing run (nothing to do here). resume=False starts fresh and
-    refuses a workdir holding a run (checkpoints or metrics) unless overwrite=True, which deletes
-    its checkpoints, metrics.jsonl and wandb id.
-    """
-    from minillm_jax.config import ConfigError
-
-    if resume:
-        return
-    directory = checkpoint_dir(workdir)
-    steps = sorted(int(d) for d in os.listdir(directory) if d.isdigit()) if os.path.isdir(
-        directory) else []
-    metrics = os.path.join(workdir, "metrics.jsonl")
-    has_metrics = os.path.exists(metrics) and os.path.getsize(metrics) > 0
-    if not steps and not has_metrics:
-        return
-    if not overwrite:
-        held = f"checkpoints for steps {steps}" if steps else "a metrics.jsonl"
-        raise ConfigError(
-            f"config.resume=False but {os.path.abspath(workdir)} already holds a run ({held}): "
-            "pass --config.overwrite=True to delete it and start over, choose another "
-            "--config.workdir, or drop --config.resume=False to continue it")
-    if jax.process_index() == 0:
-        shutil.rmtree(directory, ignore_errors=True)
-        for name in ("metrics.jsonl", "wandb_id.txt"):
-            path = os.path.join(workdir, name)
-            if os.path.exists(path):
-                os.remove(path)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("minillm_overwrite_run")
-
-
-def trim_metrics(workdir: str, step: int) -> int:
-    """Drops the metrics.jsonl records a run resumed at `step` will write again: every record
-    with a larger step, the final_* records of `step`, and a line cut off by a kill. Returns the
-    number of records dropped."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if jax.process_index() != 0 or not os.path.exists(path):
-        return 0
-    kept, dropped = [], 0
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                record_step = int(record["step"])
-            except (ValueError, KeyError, TypeError):
-                dropped += 1
-                continue
-            final = any(k.startswith("final_") for k in record)
-            if record_step < step or (record_step == step and not final):
-                kept.append(line if line.endswith("\n") else line + "\n")
-            else:
-                dropped += 1
-    if dropped:
-        tmp = path + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.writelines(kept)
-        os.replace(tmp, path)
-    return dropped
-
-
-class StopSignals:
-    """Turns the first SIGTERM / SIGINT into a request to save and stop (`.received` names it);
-    a second one of the same kind acts as usual (kills / KeyboardInterrupt). Installs nothing
-    outside the main thread.
-
-    Multi-process runs must stop at the same step everywhere: there the Python handlers are not
-    installed and `should_stop` asks JAX's preemption sync point instead (the distributed
-    runtime's SIGTERM notice; every process calls it at every step)."""
-
-    SIGNALS = ("SIGTERM", "SIGINT")
-
-    def __init__(self) -> None:
-        self.received: str | None = None
-        self._previous: dict[int, Any] = {}
-        self._multihost = False
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        # No printing here: the handler may interrupt a print of the main thread.
-        self.received = signal.Signals(signum).name
-        previous = self._previous.get(signum)
-        signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-
-    def should_stop(self, step: int) -> bool:
-        if self._multihost and self.received is None:
-            from jax.experimental import multihost_utils
-
-            try:
-                if multihost_utils.reached_preemption_sync_point(step):
-                    self.received = "preemption"
-            except Exception:  # noqa: BLE001 - no preemption service (not initialised)
-                self._multihost = False
-        return self.received is not None
-
-    def __enter__(self) -> "StopSignals":
-        if jax.process_count() > 1:
-            self._multihost = True
-        elif threading.current_thread() is threading.main_thread():
-            for name in self.SIGNALS:
-                signum = getattr(signal, name)
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
-        self._previous = {}
-
-
 # --------------------------------------------------------------------------------------------
 # Reading checkpoints outside training (CLIs, converters)
 
@@ -583,11 +444,22 @@ def _resolve_step(manager: ocp.CheckpointManager, workdir: str, step: int | None
     return int(step)
 
 
-def load_config(workdir: str, step: int | None = None) -> tuple[ml_collections.ConfigDict, int]:
-    """The config saved with a checkpoint (newest step if None)."""
+def load_config_dict(workdir: str, step: int | None = None) -> tuple[dict, int]:
+    """The flat config dict saved with a checkpoint (newest step if None), unchecked."""
     manager = _reader(workdir)
     step = _resolve_step(manager, workdir, step)
-    return ml_collections.ConfigDict(_restore_config(manager, step)), step
+    return _restore_config(manager, step), step
+
+
+def load_config(workdir: str, step: int | None = None) -> tuple[TrainConfig, int]:
+    """The run config saved with a checkpoint (newest step if None), typed and checked."""
+    saved, step = load_config_dict(workdir, step)
+    try:
+        config = build_config(saved, os.path.basename(os.path.normpath(workdir)))
+    except ConfigError as err:
+        raise CheckpointError(f"the config saved with {step_dir(workdir, step)} is not valid "
+                              f"here: {err}") from None
+    return config, step
 
 
 def restore_params(workdir: str, step: int, target: Any) -> Any:
@@ -610,44 +482,43 @@ def restore_params(workdir: str, step: int, target: Any) -> Any:
     return restored["params"]
 
 
-def load_params(workdir: str, step: int | None = None,
-                ) -> tuple[ml_collections.ConfigDict, dict, int]:
+def load_params(workdir: str, step: int | None = None) -> tuple[TrainConfig, dict, int]:
     """(run config, float32 params, step) of a checkpoint, on the default device."""
     from minillm_jax.model import abstract_params, build_model
 
     config, step = load_config(workdir, step)
-    target = abstract_params(build_model(config))
+    target = abstract_params(build_model(config.model))
     params = restore_params(workdir, step, target)
-    if config.get("opt") == "sfadamw":  # evaluate/export schedule-free's x, not the iterate y
+    if config.optim.opt == "sfadamw":  # evaluate/export schedule-free's x, not the iterate y
         params = _schedule_free_eval_params(workdir, step, config, params)
     return config, params, step
 
 
-def _schedule_free_eval_params(workdir: str, step: int, config: ml_collections.ConfigDict,
-                               params: Any) -> Any:
+def _schedule_free_eval_params(workdir: str, step: int, config: TrainConfig, params: Any) -> Any:
     from minillm_jax.optim import build_optimizer, eval_params
 
     manager = _reader(workdir)
     if "opt_state" not in _present_items(manager, step):
         return params  # params-only checkpoint: nothing to average with
-    tx, _ = build_optimizer(config)
+    tx, _ = build_optimizer(config.optim, config.run.iterations)
     target = jax.eval_shape(tx.init, params)
     restored = manager.restore(step, args=ocp.args.Composite(
         opt_state=ocp.args.StandardRestore(target)))
-    return eval_params(config, restored["opt_state"], params)
+    return eval_params(restored["opt_state"], params)
 
 
-def save_params(workdir: str, config: ml_collections.ConfigDict, params: dict,
+def save_params(workdir: str, config: TrainConfig | ml_collections.ConfigDict, params: dict,
                 step: int = 0) -> str:
     """Writes a params-only checkpoint (e.g. imported weights); resuming it starts a fresh
     optimizer state at `step`."""
     manager = make_manager(workdir, async_save=False)
+    seed = config.run.seed if isinstance(config, TrainConfig) else config.seed
     train_item = {"step": jnp.asarray(step, jnp.int32),
-                  "rng": jax.random.PRNGKey(int(config.get("seed", 0)))}
+                  "rng": jax.random.PRNGKey(seed)}
     items = {
         "params": ocp.args.StandardSave(params),
         "train": ocp.args.StandardSave(train_item),
-        "config": ocp.args.JsonSave(config.to_dict()),
+        "config": ocp.args.JsonSave(config.to_dict()),  # as given: imported weights' config
         "fingerprint": ocp.args.JsonSave(fingerprints({"params": params, "train": train_item})),
     }
     manager.save(step, args=ocp.args.Composite(**items), force=True)

@@ -1,22 +1,55 @@
-"""Loading and checking run configurations (ml_collections files under configs/)."""
+"""Run configuration: the ml_collections file the user writes, turned into typed, checked parts.
+
+The user interface is a config file under configs/ plus `--config.FIELD=VALUE` overrides (a flat
+ml_collections ConfigDict). Right after parsing, `build_config` turns it into a frozen
+`TrainConfig` of five parts, each handed only to the code that needs it:
+
+    model       ModelConfig      the architecture (what the parameters are and compute)
+    execution   ExecutionConfig  how it runs: dtypes, attention kernel, remat, scan, mesh
+    optim       OptimConfig      optimizer, learning-rate schedule and their hyper-parameters
+    data        DataConfig       dataset, batch shape, data order, evaluation batches
+    run         RunConfig        length, logging, evaluation, checkpoints, budget, sampling, wandb
+
+Defaults live in one place, configs/base.py: every dataclass field takes its default from the
+field of the same name there, and a config that omits a field gets that default. Every field is
+checked once, when its dataclass is built (`__post_init__`), with one line naming the field and
+a valid range; checks that need the devices (mesh sizes, batch divisibility) are in
+`check_devices`, called once the device count is known. Nothing is checked inside traced code.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import importlib.util
+import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import ml_collections
 
+BASE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "base.py"
+
 MODEL_ALIASES = {"gpt": "gpt", "base": "gpt", "llama": "llama", "llama2": "llama"}
-SCHEDULERS = ("cos", "linear", "constant", "none")
-REMAT_POLICIES = ("none", "full", "save_dots")
+SUBLAYER_KINDS = ("attn", "mlp", "moe")
+MOE_IMPLS = ("auto", "einsum", "dropless")
+MOE_PRIORITIES = ("token", "choice")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+ATTENTION_IMPLS = ("", "xla", "cudnn")
+REMAT_POLICIES = ("none", "full", "save_dots")
+OPTIMIZERS = ("adamw", "sgd", "sfadamw", "lion", "muon", "adamw8bit")
+SCHEDULERS = ("cos", "linear", "constant", "sgdr", "wsd", "plateau")
+SCHEDULER_ALIASES = {"none": "constant"}
+WSD_SHAPES = ("linear", "cosine", "1-sqrt")
 
 
 class ConfigError(ValueError):
     """A configuration value that cannot work; the message names the field and the fix."""
+
+
+# ------------------------------------------------------------------------------------------------
+# Loading config files
 
 
 def load_config(path: str | os.PathLike) -> ml_collections.ConfigDict:
@@ -39,73 +72,454 @@ def exec_python_file(path: Path, kind: str) -> Any:
     return module
 
 
-def attention_dropout(config: ml_collections.ConfigDict) -> float:
-    """Attention-probability dropout rate: `attention_dropout`, or `dropout` when it is negative."""
-    rate = config.get("attention_dropout", -1.0)
-    return float(config.dropout if rate is None or rate < 0 else rate)
+@functools.lru_cache(maxsize=1)
+def base_defaults() -> dict[str, Any]:
+    """configs/base.py as a plain dict: the single source of every default."""
+    if not BASE_CONFIG.is_file():
+        raise ConfigError(f"{BASE_CONFIG} is missing: minillm_jax runs from a checkout of the "
+                          "repository (pip install -e .), which holds configs/")
+    return load_config(BASE_CONFIG).to_dict()
 
 
-def resolve(config: ml_collections.ConfigDict, name: str = "run") -> ml_collections.ConfigDict:
-    """Fills derived defaults (aliases, data and work directories) in a copy of `config`."""
-    config = ml_collections.ConfigDict(config.to_dict())
-    config.model = MODEL_ALIASES.get(str(config.model), str(config.model))
-    if config.scheduler == "none":
-        config.scheduler = "constant"
-    if not config.data_dir:
-        config.data_dir = os.path.join("data", config.dataset)
-    if not config.workdir:
-        config.workdir = os.path.join("runs", name)
-    if not config.eval_batch_size:
-        config.eval_batch_size = config.batch_size
+# ------------------------------------------------------------------------------------------------
+# Checks: each raises ConfigError naming the field, its value and what would be valid.
+
+
+def _fail(field: str, value: Any, expected: str) -> None:
+    raise ConfigError(f"config.{field}={value!r} {expected}")
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not value > 0:
+            _fail(name, value, "must be > 0")
+
+
+def _non_negative(obj: Any, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not value >= 0:
+            _fail(name, value, "must be >= 0")
+
+
+def _in_range(obj: Any, name: str, low: float, high: float, *, low_open: bool = False,
+              high_open: bool = True) -> None:
+    value = getattr(obj, name)
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and above and below):
+        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
+        _fail(name, value, f"must be in {interval}")
+
+
+def _one_of(obj: Any, name: str, choices: tuple[str, ...]) -> None:
+    value = getattr(obj, name)
+    if value not in choices:
+        _fail(name, value, f"is unknown: use one of {list(choices)}")
+
+
+def _resolve(obj: Any, name: str, value: Any) -> None:
+    """Sets a field of a frozen dataclass while it is being built (aliases, sentinels)."""
+    object.__setattr__(obj, name, value)
+
+
+# ------------------------------------------------------------------------------------------------
+# The typed parts. `_from_base` gives every field its configs/base.py default.
+
+
+def _from_base(cls: type) -> type:
+    """A frozen dataclass whose field defaults are configs/base.py's values of the same names."""
+    base = base_defaults()
+    for name in cls.__annotations__:
+        current = cls.__dict__.get(name, dataclasses.MISSING)
+        if isinstance(current, dataclasses.Field):
+            current.default = base[name]
+        else:
+            setattr(cls, name, base[name])
+    return dataclasses.dataclass(frozen=True)(cls)
+
+
+def _free() -> Any:
+    """Marks a ModelConfig field that may differ between a checkpoint and the run restoring it
+    (it does not change the parameters or the function they compute)."""
+    return dataclasses.field(metadata={"restore": "free"})
+
+
+@_from_base
+class ModelConfig:
+    """The architecture: llm-baselines' GPTBase (`gpt`) or Llama (`llama`), plus the block
+    options of minillm_jax/model.py. A checkpoint restores only into a model whose non-free
+    fields are equal (`identity`)."""
+
+    model: str
+    n_layer: int
+    n_embd: int
+    n_head: int
+    vocab_size: int
+    sequence_length: int
+    bias: bool
+    rmsnorm_eps: float
+    layernorm_eps: float
+    multiple_of: int
+    rope_theta: float
+    tie_embeddings: bool
+    block_pattern: str
+    weighted_residual: bool
+    moe_n_experts: int
+    moe_top_k: int
+    moe_hidden: int
+    dropout: float = _free()
+    attention_dropout: float = _free()
+    init_std: float = _free()
+    moe_capacity_factor: float = _free()
+    moe_impl: str = _free()
+    moe_priority: str = _free()
+    moe_group_size: int = _free()
+    moe_aux_loss_weight: float = _free()
+    moe_z_loss_weight: float = _free()
+
+    def __post_init__(self) -> None:
+        if self.model not in MODEL_ALIASES:
+            _fail("model", self.model, f"is unknown: use one of {sorted(MODEL_ALIASES)}")
+        _resolve(self, "model", MODEL_ALIASES[self.model])
+        _positive(self, "n_layer", "n_embd", "n_head", "vocab_size", "sequence_length",
+                  "multiple_of", "rope_theta", "rmsnorm_eps", "layernorm_eps", "init_std")
+        if self.n_embd % self.n_head:
+            raise ConfigError(
+                f"config.n_embd={self.n_embd} is not divisible by config.n_head={self.n_head}: "
+                "choose n_head dividing n_embd (e.g. n_embd=64*n_head)")
+        if self.model == "llama" and self.head_dim % 2:
+            raise ConfigError(f"head size n_embd/n_head={self.head_dim} must be even for RoPE")
+        _in_range(self, "dropout", 0.0, 1.0)
+        if self.attention_dropout == -1.0:  # "same as dropout", as in llm-baselines
+            _resolve(self, "attention_dropout", self.dropout)
+        _in_range(self, "attention_dropout", 0.0, 1.0)
+        kinds = self.sublayer_kinds
+        if not kinds or any(k not in SUBLAYER_KINDS for k in kinds):
+            raise ConfigError(
+                f"config.block_pattern={self.block_pattern!r} must be a comma-separated list of "
+                f"{'/'.join(SUBLAYER_KINDS)} (e.g. 'attn,mlp' or 'attn,moe,mlp,moe,mlp,moe')")
+        if self.has_moe:
+            self._check_moe()
+
+    def _check_moe(self) -> None:
+        if self.moe_n_experts < 1:
+            _fail("moe_n_experts", self.moe_n_experts, "must be at least 1")
+        if not 1 <= self.moe_top_k <= self.moe_n_experts:
+            _fail("moe_top_k", self.moe_top_k,
+                  f"must be between 1 and moe_n_experts={self.moe_n_experts} (usually 1 or 2)")
+        _one_of(self, "moe_impl", MOE_IMPLS)
+        if self.moe_impl == "einsum" and self.moe_capacity_factor <= 0:
+            raise ConfigError(
+                f"config.moe_impl='einsum' needs moe_capacity_factor > 0 (got "
+                f"{self.moe_capacity_factor}); use moe_impl='dropless' for no capacity limit")
+        _one_of(self, "moe_priority", MOE_PRIORITIES)
+        if self.moe_group_size < 0 or self.moe_hidden < 0:
+            raise ConfigError("config.moe_group_size and config.moe_hidden must be >= 0 "
+                              "(0 = default)")
+        _non_negative(self, "moe_aux_loss_weight", "moe_z_loss_weight")
+
+    @classmethod
+    def from_flat(cls, flat: Mapping[str, Any]) -> "ModelConfig":
+        """The ModelConfig of a flat config dict (e.g. one saved with a checkpoint)."""
+        return _part(cls, flat)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields a checkpoint and the run restoring it must agree on."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.metadata.get("restore") != "free"
+                and (self.has_moe or not f.name.startswith("moe_"))}
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def mlp_hidden(self) -> int:
+        """SwiGLU hidden size H = multiple_of * ceil(int(2*4C/3) / multiple_of) (llama), else 4C."""
+        if self.model != "llama":
+            return 4 * self.n_embd
+        hidden = int(2 * 4 * self.n_embd / 3)
+        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
+
+    @property
+    def sublayer_kinds(self) -> tuple[str, ...]:
+        return tuple(k.strip() for k in self.block_pattern.split(",") if k.strip())
+
+    @property
+    def sublayers(self) -> tuple[tuple[str, str], ...]:
+        """(kind, module name) of each sublayer of a block, in order: a kind that occurs once is
+        named after itself, repeated kinds are numbered from 0 (moe_0, mlp_0, moe_1, ...)."""
+        kinds = self.sublayer_kinds
+        seen: dict[str, int] = {}
+        out = []
+        for kind in kinds:
+            index = seen.get(kind, 0)
+            seen[kind] = index + 1
+            out.append((kind, kind if kinds.count(kind) == 1 else f"{kind}_{index}"))
+        return tuple(out)
+
+    @property
+    def has_moe(self) -> bool:
+        return "moe" in self.sublayer_kinds
+
+    @property
+    def proj_std(self) -> float:
+        """Init std of residual-branch output projections: init_std / sqrt(#branches)."""
+        return self.init_std / math.sqrt(len(self.sublayer_kinds) * self.n_layer)
+
+    @property
+    def expert_hidden(self) -> int:
+        return self.moe_hidden or self.mlp_hidden
+
+    @property
+    def moe_impl_resolved(self) -> str:
+        if self.moe_impl == "auto":
+            return "einsum" if self.moe_capacity_factor > 0 else "dropless"
+        return self.moe_impl
+
+
+@_from_base
+class ExecutionConfig:
+    """How the model runs: numerics, kernels, memory/speed trade-offs and the device mesh. None of
+    these change what a step computes beyond rounding."""
+
+    compute_dtype: str
+    attention_impl: str
+    loss_chunk_size: int
+    scan_layers: bool
+    remat: str
+    mesh_data: int
+    mesh_fsdp: int
+
+    def __post_init__(self) -> None:
+        _one_of(self, "compute_dtype", COMPUTE_DTYPES)
+        _one_of(self, "attention_impl", ATTENTION_IMPLS)
+        _one_of(self, "remat", REMAT_POLICIES)
+        _non_negative(self, "loss_chunk_size")
+        if self.mesh_data != -1 and self.mesh_data < 1:
+            _fail("mesh_data", self.mesh_data, "must be -1 (all devices not used by fsdp) or >= 1")
+        _positive(self, "mesh_fsdp")
+
+
+@_from_base
+class OptimConfig:
+    """The optimizer and its learning-rate schedule (minillm_jax/optim/README.md). The schedule's
+    length (its horizon) is not here: it is the run's `iterations`, or what the time budget sets."""
+
+    opt: str
+    lr: float
+    weight_decay: float
+    beta1: float
+    beta2: float
+    eps: float
+    grad_clip: float
+    scheduler: str
+    warmup_percent: float
+    div_factor: float
+    final_div_factor: float
+    sgdr_first_cycle: float
+    sgdr_cycle_mult: float
+    sgdr_peak_decay: float
+    wsd_decay_frac: float
+    wsd_decay_shape: str
+    plateau: bool
+    plateau_factor: float
+    plateau_patience: int
+    plateau_min_scale: float
+    plateau_rtol: float
+    plateau_cooldown: int
+    lion_beta2: float
+    muon_lr: float
+    muon_momentum: float
+    muon_ns_steps: int
+    muon_weight_decay: float
+    adam8bit_block_size: int
+    adam8bit_min_size: int
+    adam8bit_stochastic_round: bool
+
+    def __post_init__(self) -> None:
+        _one_of(self, "opt", OPTIMIZERS)
+        _resolve(self, "scheduler", SCHEDULER_ALIASES.get(self.scheduler, self.scheduler))
+        _one_of(self, "scheduler", SCHEDULERS)
+        _positive(self, "lr", "eps", "div_factor", "final_div_factor", "sgdr_first_cycle",
+                  "muon_lr", "muon_ns_steps", "adam8bit_block_size", "plateau_patience")
+        _non_negative(self, "weight_decay", "grad_clip", "muon_weight_decay", "plateau_rtol",
+                      "plateau_cooldown", "adam8bit_min_size", "sgdr_peak_decay")
+        for name in ("beta1", "beta2", "lion_beta2", "muon_momentum"):
+            _in_range(self, name, 0.0, 1.0)
+        _in_range(self, "warmup_percent", 0.0, 1.0)
+        if self.sgdr_cycle_mult < 1.0:
+            _fail("sgdr_cycle_mult", self.sgdr_cycle_mult, "must be >= 1")
+        _in_range(self, "wsd_decay_frac", 0.0, 1.0, high_open=False)
+        _one_of(self, "wsd_decay_shape", WSD_SHAPES)
+        if self.scheduler == "wsd" and self.warmup_percent + self.wsd_decay_frac > 1.0:
+            raise ConfigError(
+                f"config.warmup_percent={self.warmup_percent} plus config.wsd_decay_frac="
+                f"{self.wsd_decay_frac} exceed the whole run: lower one of them")
+        _in_range(self, "plateau_factor", 0.0, 1.0, low_open=True)
+        _in_range(self, "plateau_min_scale", 0.0, 1.0, low_open=True, high_open=False)
+
+    @property
+    def uses_plateau(self) -> bool:
+        """plateau=True, or scheduler='plateau' (a constant base lr with the plateau scale)."""
+        return self.plateau or self.scheduler == "plateau"
+
+
+@_from_base
+class DataConfig:
+    """Where batches come from and their shape (the sequence length is the model's)."""
+
+    dataset: str
+    data_dir: str
+    data_seed: int
+    batch_size: int
+    acc_steps: int
+    eval_batch_size: int
+
+    def __post_init__(self) -> None:
+        _positive(self, "batch_size", "acc_steps")
+        _non_negative(self, "eval_batch_size")
+        if not self.data_dir:
+            _resolve(self, "data_dir", os.path.join("data", self.dataset))
+        if not self.eval_batch_size:
+            _resolve(self, "eval_batch_size", self.batch_size)
+
+
+@_from_base
+class RunConfig:
+    """The run around the steps: its length, evaluations, checkpoints, logs and samples."""
+
+    workdir: str
+    seed: int
+    iterations: int
+    log_freq: int
+    eval_freq: int
+    eval_batches: int
+    final_full_eval: bool
+    save_every: int
+    keep: int
+    keep_best: bool
+    resume: bool
+    overwrite: bool
+    budget_minutes: float
+    budget_warmup_steps: int
+    budget_tolerance: float
+    wandb: bool
+    wandb_project: str
+    wandb_run_name: str
+    sample_prompt: str
+    sample_tokens: int
+    sample_temperature: float
+    sample_top_k: int
+
+    def __post_init__(self) -> None:
+        _positive(self, "iterations", "log_freq", "eval_freq", "eval_batches",
+                  "budget_warmup_steps")
+        _non_negative(self, "save_every", "budget_minutes", "budget_tolerance", "sample_tokens",
+                      "sample_temperature", "sample_top_k")
+
+
+PARTS = {"model": ModelConfig, "execution": ExecutionConfig, "optim": OptimConfig,
+         "data": DataConfig, "run": RunConfig}
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """A whole run, typed and checked: see the module docstring."""
+
+    model: ModelConfig
+    execution: ExecutionConfig
+    optim: OptimConfig
+    data: DataConfig
+    run: RunConfig
+    name: str = "run"
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens per optimizer step: batch_size x acc_steps x sequence_length."""
+        return self.data.batch_size * self.data.acc_steps * self.model.sequence_length
+
+    def to_dict(self) -> dict[str, Any]:
+        """The flat, resolved field dict (what checkpoints, config.json and wandb record)."""
+        flat: dict[str, Any] = {}
+        for part in PARTS:
+            flat.update(dataclasses.asdict(getattr(self, part)))
+        return flat
+
+    def replace(self, **parts: Any) -> "TrainConfig":
+        return dataclasses.replace(self, **parts)
+
+
+def _part(cls: type, flat: Mapping[str, Any]) -> Any:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{k: v for k, v in flat.items() if k in names})
+
+
+def build_config(source: ml_collections.ConfigDict | Mapping[str, Any] | TrainConfig,
+                 name: str = "run") -> TrainConfig:
+    """The typed, checked TrainConfig of a flat config (a ConfigDict from a configs/ file with
+    its overrides, or a dict). Missing fields take configs/base.py's defaults; an unknown field
+    is an error (a typo would otherwise be ignored silently)."""
+    if isinstance(source, TrainConfig):
+        return source
+    flat = source.to_dict() if isinstance(source, ml_collections.ConfigDict) else dict(source)
+    known = set(base_defaults())
+    unknown = sorted(set(flat) - known)
+    if unknown:
+        raise ConfigError(f"config fields {unknown} are unknown: check their spelling against "
+                          "configs/base.py")
+    parts = {part: _part(cls, flat) for part, cls in PARTS.items()}
+    if not parts["run"].workdir:
+        parts["run"] = dataclasses.replace(parts["run"], workdir=os.path.join("runs", name))
+    config = TrainConfig(**parts, name=name)
+    _check_across_parts(config)
     return config
 
 
-def validate(config: ml_collections.ConfigDict) -> None:
-    """Checks the fields that would otherwise fail deep inside JAX, with one clear message each."""
-    if config.model not in MODEL_ALIASES.values():
-        raise ConfigError(
-            f"config.model={config.model!r} is unknown: use one of {sorted(MODEL_ALIASES)}")
-    for field in ("n_layer", "n_embd", "n_head", "vocab_size", "sequence_length", "batch_size",
-                  "acc_steps", "iterations"):
-        if int(config[field]) <= 0:
-            raise ConfigError(f"config.{field}={config[field]} must be a positive integer")
-    if config.n_embd % config.n_head:
-        raise ConfigError(
-            f"config.n_embd={config.n_embd} is not divisible by config.n_head={config.n_head}: "
-            "choose n_head dividing n_embd (e.g. n_embd=64*n_head)")
-    if config.model == "llama" and (config.n_embd // config.n_head) % 2:
-        raise ConfigError(
-            f"head size n_embd/n_head={config.n_embd // config.n_head} must be even for RoPE")
-    if not 0.0 <= config.dropout < 1.0:
-        raise ConfigError(f"config.dropout={config.dropout} must be in [0, 1)")
-    if config.scheduler not in SCHEDULERS and config.scheduler not in _extra_schedulers():
-        raise ConfigError(f"config.scheduler={config.scheduler!r} is unknown: use one of "
-                          f"{list(SCHEDULERS) + list(_extra_schedulers())}")
-    if not 0.0 <= config.warmup_percent < 1.0:
-        raise ConfigError(f"config.warmup_percent={config.warmup_percent} must be in [0, 1)")
-    if config.remat not in REMAT_POLICIES:
-        raise ConfigError(f"config.remat={config.remat!r} is unknown: use one of {REMAT_POLICIES}")
-    if config.compute_dtype not in COMPUTE_DTYPES:
-        raise ConfigError(
-            f"config.compute_dtype={config.compute_dtype!r} is unknown: use one of {COMPUTE_DTYPES}")
-    if config.attention_impl not in ("", "xla", "cudnn"):
-        raise ConfigError(
-            f"config.attention_impl={config.attention_impl!r} is unknown: use '', 'xla' or 'cudnn'")
-    if config.eval_freq <= 0 or config.log_freq <= 0:
-        raise ConfigError("config.eval_freq and config.log_freq must be positive")
+def _check_across_parts(config: TrainConfig) -> None:
+    """Checks that involve fields of several parts."""
+    model, data = config.model, config.data
+    if model.has_moe and model.moe_impl_resolved == "einsum" and model.moe_group_size:
+        group, seq = model.moe_group_size, model.sequence_length
+        for field, rows in (("batch_size", data.batch_size),
+                            ("eval_batch_size", data.eval_batch_size)):
+            if (rows * seq) % group:
+                raise ConfigError(
+                    f"config.moe_group_size={group} does not divide the {rows * seq} tokens of a "
+                    f"batch ({field} x sequence_length): use a divisor of that (0 = one sequence "
+                    "per group)")
+        if group < seq and seq % group:
+            raise ConfigError(f"config.moe_group_size={group} must divide sequence_length={seq} "
+                              "(or be a multiple of it)")
 
 
-def _extra_schedulers() -> tuple[str, ...]:
-    """Schedulers registered by minillm_jax.optim beyond the llm-baselines three."""
-    from minillm_jax.optim import schedules
+def check_devices(config: TrainConfig, device_count: int) -> tuple[int, int]:
+    """(data, fsdp) mesh sizes for `device_count` devices; checks that the batches divide."""
+    ex, data = config.execution, config.data
+    if device_count % ex.mesh_fsdp:
+        raise ConfigError(f"config.mesh_fsdp={ex.mesh_fsdp} must divide the {device_count} "
+                          "devices")
+    mesh_data = device_count // ex.mesh_fsdp if ex.mesh_data == -1 else ex.mesh_data
+    if mesh_data * ex.mesh_fsdp != device_count:
+        raise ConfigError(
+            f"config.mesh_data={ex.mesh_data} x config.mesh_fsdp={ex.mesh_fsdp} must equal the "
+            f"{device_count} devices: set mesh_data=-1 to use all devices")
+    parallel = mesh_data * ex.mesh_fsdp
+    for field in ("batch_size", "eval_batch_size"):
+        rows = getattr(data, field)
+        if rows % parallel:
+            raise ConfigError(
+                f"config.{field}={rows} is not divisible by the {parallel} data-parallel "
+                f"devices: use a multiple of {parallel}")
+    return mesh_data, ex.mesh_fsdp
 
-    return tuple(schedules.SCHEDULE_NAMES)
 
-
-def check_sequence_fits(config: ml_collections.ConfigDict, seq_len: int) -> None:
+def check_sequence_fits(model: ModelConfig, seq_len: int) -> None:
     """Sequences longer than the position table cannot be embedded."""
-    if seq_len > config.sequence_length:
+    if seq_len > model.sequence_length:
         raise ConfigError(
-            f"sequence of length {seq_len} is longer than config.sequence_length="
-            f"{config.sequence_length} (the position/RoPE table): shorten the input or raise "
-            "sequence_length")
+            f"sequence of length {seq_len} is longer than sequence_length="
+            f"{model.sequence_length} (config.sequence_length, the position/RoPE table): "
+            "shorten the input or raise sequence_length")

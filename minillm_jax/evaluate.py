@@ -21,33 +21,24 @@ from typing import Any
 def evaluate(workdir: str, step: int | None = None, data_dir: str | None = None,
              batch_size: int | None = None, max_batches: int | None = None) -> dict[str, Any]:
     """Evaluation of checkpoint `step` (newest if None) of the run in `workdir`."""
-    import jax
-    import ml_collections
+    import dataclasses
 
-    from minillm_jax import checkpointing, data, sharding
-    from minillm_jax.model import abstract_params, build_model
-    from minillm_jax.trainer import Evaluator
+    from minillm_jax import checkpointing, data
+    from minillm_jax.build import build_run
+    from minillm_jax.evaluator import Evaluator
 
     checkpointing.quiet_orbax_logs()
-    saved, step = checkpointing.load_config(workdir, step)
-    config = ml_collections.ConfigDict(saved.to_dict())
-    if data_dir:
-        config.data_dir = data_dir
-    if batch_size:
-        config.eval_batch_size = batch_size
-    if not config.get("eval_batch_size"):
-        config.eval_batch_size = config.batch_size
-    data.ensure_dataset(config.dataset, config.data_dir)
-    mesh = sharding.make_mesh(-1, 1)
-    sharding.check_batch(config.eval_batch_size, mesh, "eval_batch_size")
-    model = build_model(config)
-    abstract = abstract_params(model)
-    shardings = sharding.tree_shardings(mesh, abstract)
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
-    params = checkpointing.restore_params(workdir, step, target)
-    result = Evaluator(config, model, mesh, shardings)(params, max_batches)
-    result.update(step=step, data_dir=config.data_dir)
+    config, step = checkpointing.load_config(workdir, step)
+    data_config = dataclasses.replace(config.data, data_dir=data_dir or config.data.data_dir,
+                                      eval_batch_size=batch_size or config.data.eval_batch_size)
+    # data-parallel over the devices present, whatever mesh the run trained on
+    execution = dataclasses.replace(config.execution, mesh_data=-1, mesh_fsdp=1)
+    config = config.replace(data=data_config, execution=execution)
+    data.ensure_dataset(config.data.dataset, config.data.data_dir)
+    run = build_run(config)
+    params = checkpointing.restore_params(workdir, step, run.abstract_state.params)
+    result = Evaluator(run)(params, max_batches)
+    result.update(step=step, data_dir=config.data.data_dir)
     return result
 
 
@@ -69,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     from minillm_jax.checkpointing import CheckpointError
     from minillm_jax.config import ConfigError
     from minillm_jax.data import DataError
-    from minillm_jax.trainer import format_eval
+    from minillm_jax.evaluator import format_eval
 
     try:
         result = evaluate(args.workdir, args.step, args.data, args.batch_size, args.max_batches)

@@ -1,4 +1,4 @@
-"""GPTBase and Llama from llm-baselines, in Flax linen (REFERENCE §2-3).
+"""GPTBase and Llama from llm-baselines, in Flax linen (docs/llm-baselines.md).
 
 Parameter layout (what checkpoints and the PyTorch converter see): the transformer blocks are
 stacked along a leading `n_layer` axis under params["blocks"], whether or not the forward pass runs
@@ -10,7 +10,7 @@ them with a scan, so checkpoints do not depend on `scan_layers`. Dense kernels a
     gpt:   blocks/mlp/c_fc/kernel (n, C, 4C)  blocks/mlp/c_proj/kernel (n, 4C, C)
     llama: blocks/mlp/w1/kernel (n, C, H)     blocks/mlp/w2/kernel (n, C, H)  blocks/mlp/c_proj/kernel (n, H, C)
     ln_f/scale (C,)               lm_head/kernel (C, V)            [only when tie_embeddings=False]
-    (+ "bias" leaves when bias=True, as in REFERENCE §4)
+    (+ "bias" leaves when bias=True, as in docs/llm-baselines.md#state-dict-names-and-shapes)
 
 Architecture options (configs/moe.py, configs/brainformer.py; minillm_jax/moe.py):
 
@@ -37,149 +37,19 @@ weighted_residual (DenseFormer depth-weighted average): residual_weights (n, n+1
 
 from __future__ import annotations
 
-import dataclasses
 import math
-from typing import Any
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from minillm_jax import config as config_lib
+from minillm_jax.config import ExecutionConfig, ModelConfig
 
 Array = jax.Array
 
-
-@dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """The architecture fields of a run config, hashable so it can be a static module attribute."""
-
-    model: str = "gpt"
-    n_layer: int = 12
-    n_embd: int = 768
-    n_head: int = 12
-    vocab_size: int = 50304
-    sequence_length: int = 512
-    bias: bool = False
-    dropout: float = 0.0
-    attention_dropout: float = 0.0
-    rmsnorm_eps: float = 1e-5
-    layernorm_eps: float = 1e-5
-    multiple_of: int = 256
-    rope_theta: float = 10000.0
-    tie_embeddings: bool = True
-    init_std: float = 0.02
-    compute_dtype: str = "float32"
-    attention_impl: str = ""
-    scan_layers: bool = True
-    remat: str = "none"
-    # Architecture experiments (see the module docstring and minillm_jax/moe.py).
-    block_pattern: str = "attn,mlp"
-    weighted_residual: bool = False
-    moe_n_experts: int = 8
-    moe_top_k: int = 2
-    moe_capacity_factor: float = 1.25
-    moe_impl: str = "auto"
-    moe_priority: str = "token"
-    moe_group_size: int = 0
-    moe_hidden: int = 0
-    moe_aux_loss_weight: float = 0.01
-    moe_z_loss_weight: float = 0.001
-
-    def __post_init__(self) -> None:
-        _check_architecture(self)
-
-    @classmethod
-    def from_config(cls, config: ml_collections.ConfigDict) -> "ModelConfig":
-        fields = {f.name for f in dataclasses.fields(cls)}
-        values = {k: config[k] for k in fields if k in config and k != "attention_dropout"}
-        values["model"] = config_lib.MODEL_ALIASES.get(values.get("model", "gpt"), values.get("model"))
-        values["attention_dropout"] = config_lib.attention_dropout(config)
-        return cls(**values)
-
-    @property
-    def head_dim(self) -> int:
-        return self.n_embd // self.n_head
-
-    @property
-    def mlp_hidden(self) -> int:
-        """SwiGLU hidden size H = multiple_of * ceil(int(2*4C/3) / multiple_of) (llama), else 4C."""
-        if self.model != "llama":
-            return 4 * self.n_embd
-        hidden = int(2 * 4 * self.n_embd / 3)
-        return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)
-
-    @property
-    def dtype(self) -> Any:
-        return jnp.dtype(self.compute_dtype)
-
-    @property
-    def sublayer_kinds(self) -> tuple[str, ...]:
-        return tuple(k.strip() for k in self.block_pattern.split(",") if k.strip())
-
-    @property
-    def sublayers(self) -> tuple[tuple[str, str], ...]:
-        """(kind, module name) of each sublayer of a block, in order."""
-        kinds = self.sublayer_kinds
-        seen: dict[str, int] = {}
-        out = []
-        for kind in kinds:
-            index = seen.get(kind, 0)
-            seen[kind] = index + 1
-            out.append((kind, kind if kinds.count(kind) == 1 else f"{kind}_{index}"))
-        return tuple(out)
-
-    @property
-    def has_moe(self) -> bool:
-        return "moe" in self.sublayer_kinds
-
-    @property
-    def proj_std(self) -> float:
-        """Init std of residual-branch output projections: init_std / sqrt(#branches)."""
-        return self.init_std / math.sqrt(len(self.sublayer_kinds) * self.n_layer)
-
-    @property
-    def expert_hidden(self) -> int:
-        return self.moe_hidden or self.mlp_hidden
-
-    @property
-    def moe_impl_resolved(self) -> str:
-        if self.moe_impl == "auto":
-            return "einsum" if self.moe_capacity_factor > 0 else "dropless"
-        return self.moe_impl
-
-
-SUBLAYER_KINDS = ("attn", "mlp", "moe")
-MOE_IMPLS = ("auto", "einsum", "dropless")
-MOE_PRIORITIES = ("token", "choice")
-
-
-def _check_architecture(cfg: ModelConfig) -> None:
-    """The architecture-experiment fields, with one clear message each (ConfigError)."""
-    error = config_lib.ConfigError
-    kinds = cfg.sublayer_kinds
-    unknown = [k for k in kinds if k not in SUBLAYER_KINDS]
-    if not kinds or unknown:
-        raise error(f"config.block_pattern={cfg.block_pattern!r} must be a comma-separated list of "
-                    f"{'/'.join(SUBLAYER_KINDS)} (e.g. 'attn,mlp' or 'attn,moe,mlp,moe,mlp,moe')")
-    if not cfg.has_moe:
-        return
-    if cfg.moe_n_experts < 1:
-        raise error(f"config.moe_n_experts={cfg.moe_n_experts} must be at least 1")
-    if not 1 <= cfg.moe_top_k <= cfg.moe_n_experts:
-        raise error(f"config.moe_top_k={cfg.moe_top_k} must be between 1 and "
-                    f"moe_n_experts={cfg.moe_n_experts} (usually 1 or 2)")
-    if cfg.moe_impl not in MOE_IMPLS:
-        raise error(f"config.moe_impl={cfg.moe_impl!r} is unknown: use one of {MOE_IMPLS}")
-    if cfg.moe_impl == "einsum" and cfg.moe_capacity_factor <= 0:
-        raise error(f"config.moe_impl='einsum' needs moe_capacity_factor > 0 (got "
-                    f"{cfg.moe_capacity_factor}); use moe_impl='dropless' for no capacity limit")
-    if cfg.moe_priority not in MOE_PRIORITIES:
-        raise error(f"config.moe_priority={cfg.moe_priority!r} is unknown: use one of "
-                    f"{MOE_PRIORITIES}")
-    if cfg.moe_group_size < 0 or cfg.moe_hidden < 0:
-        raise error("config.moe_group_size and config.moe_hidden must be >= 0 (0 = default)")
+__all__ = ["ExecutionConfig", "Features", "ModelConfig", "Transformer", "abstract_params",
+           "build_model", "count_params", "head_logits", "init_params", "num_params"]
 
 
 def _normal(std: float) -> nn.initializers.Initializer:
@@ -227,7 +97,8 @@ def rope_tables(seq_len: int, head_dim: int, theta: float) -> tuple[Array, Array
 
 
 def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
-    """Rotates interleaved pairs (x[2j], x[2j+1]) of x (B, T, nh, hs), in float32 (REFERENCE §3)."""
+    """Rotates interleaved pairs (x[2j], x[2j+1]) of x (B, T, nh, hs), in float32
+    (docs/llm-baselines.md#llama-architecture-and-initialisation)."""
     b, t, h, d = x.shape
     pairs = x.astype(jnp.float32).reshape(b, t, h, d // 2, 2)
     a, c = pairs[..., 0], pairs[..., 1]
@@ -260,25 +131,27 @@ def causal_attention(q: Array, k: Array, v: Array, *, dropout_rate: float,
 
 class Attention(nn.Module):
     cfg: ModelConfig
+    execution: ExecutionConfig
     train: bool
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        cfg = self.cfg
+        cfg, dtype = self.cfg, jnp.dtype(self.execution.compute_dtype)
         b, t, c = x.shape
         dense = lambda feats, std, name: nn.Dense(  # noqa: E731
-            feats, use_bias=cfg.bias, dtype=cfg.dtype, param_dtype=jnp.float32,
+            feats, use_bias=cfg.bias, dtype=dtype, param_dtype=jnp.float32,
             kernel_init=_normal(std), name=name)
         qkv = dense(3 * c, cfg.init_std, "c_attn")(x)
         q, k, v = (y.reshape(b, t, cfg.n_head, cfg.head_dim) for y in jnp.split(qkv, 3, axis=-1))
         if cfg.model == "llama":
             cos, sin = rope_tables(cfg.sequence_length, cfg.head_dim, cfg.rope_theta)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        use_dropout = self.train and cfg.attention_dropout > 0
+        rate = cfg.attention_dropout
+        use_dropout = self.train and rate > 0
         y = causal_attention(
-            q, k, v, dropout_rate=cfg.attention_dropout,
+            q, k, v, dropout_rate=rate,
             dropout_rng=self.make_rng("dropout") if use_dropout else None,
-            implementation=cfg.attention_impl)
+            implementation=self.execution.attention_impl)
         y = dense(c, cfg.proj_std, "c_proj")(y.reshape(b, t, c))
         return nn.Dropout(cfg.dropout, deterministic=not self.train)(y)
 
@@ -287,14 +160,15 @@ class MLP(nn.Module):
     """GPT: c_fc -> exact GELU -> c_proj -> dropout. Llama: c_proj(silu(w1 x) * w2 x), no dropout."""
 
     cfg: ModelConfig
+    execution: ExecutionConfig
     train: bool
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        cfg = self.cfg
+        cfg, dtype = self.cfg, jnp.dtype(self.execution.compute_dtype)
         proj_std = cfg.proj_std
         dense = lambda feats, std, name, bias: nn.Dense(  # noqa: E731
-            feats, use_bias=bias, dtype=cfg.dtype, param_dtype=jnp.float32,
+            feats, use_bias=bias, dtype=dtype, param_dtype=jnp.float32,
             kernel_init=_normal(std), name=name)
         if cfg.model == "llama":
             h = nn.silu(dense(cfg.mlp_hidden, cfg.init_std, "w1", False)(x))
@@ -305,25 +179,25 @@ class MLP(nn.Module):
         return nn.Dropout(cfg.dropout, deterministic=not self.train)(h)
 
 
-def make_norm(cfg: ModelConfig, name: str) -> nn.Module:
+def make_norm(cfg: ModelConfig, execution: ExecutionConfig, name: str) -> nn.Module:
     if cfg.model == "llama":
         return RMSNorm(cfg.rmsnorm_eps, name=name)
-    return LayerNorm(cfg.layernorm_eps, cfg.bias, cfg.dtype, name=name)
+    return LayerNorm(cfg.layernorm_eps, cfg.bias, jnp.dtype(execution.compute_dtype), name=name)
 
 
-def make_sublayer(kind: str, cfg: ModelConfig, train: bool, name: str) -> nn.Module:
-    if kind == "attn":
-        return Attention(cfg, train, name=name)
-    if kind == "mlp":
-        return MLP(cfg, train, name=name)
+def _sublayer_types() -> dict[str, type[nn.Module]]:
+    """Block sublayer kinds (config.block_pattern) -> module. A new kind is a module taking
+    (cfg, execution, train) and mapping (B, T, C) -> (B, T, C), or -> ((B, T, C), stats) for
+    layers with auxiliary losses (see minillm_jax.moe.MoE), registered here."""
     from minillm_jax.moe import MoE
 
-    return MoE(cfg, train, name=name)
+    return {"attn": Attention, "mlp": MLP, "moe": MoE}
 
 
 class Block(nn.Module):
     """Pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) (or cfg.block_pattern's sublayers).
-    Scan-shaped: (carry, xs) -> (carry, None).
+    Scan-shaped: (carry, xs) -> (carry, stats), stats the summed MoE statistics of its sublayers
+    ({} without MoE).
 
     Plain residual: carry = x (B, T, C), xs = None. weighted_residual: carry = the (n+1, B, T, C)
     running inputs `acc` (row r: the weighted sum, so far, that becomes the input of block r+1 /
@@ -332,21 +206,29 @@ class Block(nn.Module):
     """
 
     cfg: ModelConfig
+    execution: ExecutionConfig
     train: bool
 
     @nn.compact
-    def __call__(self, carry: Array, xs: Any = None) -> tuple[Array, None]:
+    def __call__(self, carry: Array, xs: Any = None) -> tuple[Array, dict[str, Array]]:
         cfg = self.cfg
         if cfg.weighted_residual:
             column, index = xs
             x = jax.lax.dynamic_index_in_dim(carry, index, axis=0, keepdims=False)
         else:
             x = carry
+        types = _sublayer_types()
+        stats: dict[str, Array] = {}
         for i, (kind, name) in enumerate(cfg.sublayers):
-            x = x + make_sublayer(kind, cfg, self.train, name)(make_norm(cfg, f"ln_{i + 1}")(x))
+            h = make_norm(cfg, self.execution, f"ln_{i + 1}")(x)
+            out = types[kind](cfg, self.execution, self.train, name=name)(h)
+            if isinstance(out, tuple):  # a layer with statistics (MoE)
+                out, layer_stats = out
+                stats = {k: stats[k] + v if k in stats else v for k, v in layer_stats.items()}
+            x = x + out
         if cfg.weighted_residual:
-            return carry + column.astype(carry.dtype)[:, None, None, None] * x[None], None
-        return x, None
+            return carry + column.astype(carry.dtype)[:, None, None, None] * x[None], stats
+        return x, stats
 
 
 _REMAT_POLICIES = {
@@ -355,57 +237,73 @@ _REMAT_POLICIES = {
 }
 
 
-def stacked_blocks(cfg: ModelConfig, block_cls: type[nn.Module] = Block) -> type[nn.Module]:
+def stacked_blocks(cfg: ModelConfig, execution: ExecutionConfig,
+                   block_cls: type[nn.Module] = Block) -> type[nn.Module]:
     """`block_cls` repeated n_layer times with parameters stacked on axis 0.
 
     scan_layers=False unrolls the loop completely (same parameters, bigger program): useful to
     compare speed or to step through layers; compile time then grows with depth.
     """
-    if cfg.remat != "none":
-        block_cls = nn.remat(block_cls, prevent_cse=False, policy=_REMAT_POLICIES[cfg.remat])
+    if execution.remat != "none":
+        block_cls = nn.remat(block_cls, prevent_cse=False,
+                             policy=_REMAT_POLICIES[execution.remat])
     return nn.scan(
         block_cls,
-        variable_axes={"params": 0, "intermediates": 0},
+        variable_axes={"params": 0},
         split_rngs={"params": True, "dropout": True},
         length=cfg.n_layer,
-        unroll=1 if cfg.scan_layers else cfg.n_layer,
+        unroll=1 if execution.scan_layers else cfg.n_layer,
     )
 
 
 class LMHead(nn.Module):
-    """Untied output projection (C, V); logits accumulate in float32 even under bf16 compute."""
-
-    cfg: ModelConfig
-
-    def setup(self) -> None:
-        self.kernel = self.param("kernel", _normal(self.cfg.init_std),
-                                 (self.cfg.n_embd, self.cfg.vocab_size), jnp.float32)
-
-    def __call__(self, x: Array) -> Array:
-        return jnp.einsum("btc,cv->btv", x, self.kernel.astype(x.dtype),
-                          preferred_element_type=jnp.float32)
-
-    def matrix(self) -> Array:
-        """The output matrix as (V, C), like the tied embedding."""
-        return self.kernel.T
-
-
-class Transformer(nn.Module):
-    """Token ids (B, T) -> float32 logits (B, T, V)."""
+    """Untied output projection, stored (C, V) like a Dense kernel."""
 
     cfg: ModelConfig
 
     @nn.compact
-    def __call__(self, idx: Array, train: bool = False,
-                 return_hidden: bool = False) -> Array | tuple[Array, Array]:
-        """Logits, or with return_hidden the final normed hidden states (B, T, C) and the
-        output matrix (V, C), for losses that fuse the head matmul (minillm_jax.losses)."""
-        cfg = self.cfg
+    def __call__(self) -> Array:
+        """The output matrix as (V, C), like the tied embedding."""
+        kernel = self.param("kernel", _normal(self.cfg.init_std),
+                            (self.cfg.n_embd, self.cfg.vocab_size), jnp.float32)
+        return kernel.T
+
+
+class Features(NamedTuple):
+    """What the model computes before the output layer, for losses that fuse it
+    (minillm_jax.losses): final normed hidden states (B, T, C) in the compute dtype, the float32
+    output matrix (V, C), the weighted auxiliary loss to add to the objective (0 without MoE)
+    and per-layer-mean MoE statistics ({} without MoE)."""
+
+    hidden: Array
+    head: Array
+    aux_loss: Array
+    stats: dict[str, Array]
+
+
+def head_logits(hidden: Array, head: Array) -> Array:
+    """Float32 logits (B, T, V) of hidden states (B, T, C) and the output matrix (V, C); the
+    matmul runs in the hidden states' dtype with float32 accumulation."""
+    return jnp.einsum("btc,vc->btv", hidden, head.astype(hidden.dtype),
+                      preferred_element_type=jnp.float32)
+
+
+class Transformer(nn.Module):
+    """Token ids (B, T) -> float32 logits (B, T, V); `features` stops before the output layer."""
+
+    cfg: ModelConfig
+    execution: ExecutionConfig = ExecutionConfig()
+
+    def __call__(self, idx: Array, train: bool = False) -> Array:
+        features = self.features(idx, train)
+        return head_logits(features.hidden, features.head)
+
+    @nn.compact
+    def features(self, idx: Array, train: bool = False) -> Features:
+        """Hidden states, output matrix and auxiliary losses of token ids (B, T), T <= the
+        position table (callers check: minillm_jax.config.check_sequence_fits)."""
+        cfg, dtype = self.cfg, jnp.dtype(self.execution.compute_dtype)
         t = idx.shape[1]
-        if t > cfg.sequence_length:
-            raise config_lib.ConfigError(
-                f"input of length {t} is longer than sequence_length={cfg.sequence_length} "
-                "(the position/RoPE table): shorten the input or raise sequence_length")
         embed = lambda n, name: nn.Embed(  # noqa: E731
             n, cfg.n_embd, embedding_init=_normal(cfg.init_std), param_dtype=jnp.float32,
             name=name)
@@ -413,23 +311,18 @@ class Transformer(nn.Module):
         x = wte(idx)
         if cfg.model == "gpt":
             x = x + embed(cfg.sequence_length, "wpe")(jnp.arange(t))[None]
-        x = nn.Dropout(cfg.dropout, deterministic=not train)(x).astype(cfg.dtype)
-        blocks = stacked_blocks(cfg)(cfg, train, name="blocks")
+        x = nn.Dropout(cfg.dropout, deterministic=not train)(x).astype(dtype)
+        blocks = stacked_blocks(cfg, self.execution)(cfg, self.execution, train, name="blocks")
         if cfg.weighted_residual:
-            x = self._weighted_residual_stack(blocks, x)
+            x, stats = self._weighted_residual_stack(blocks, x)
         else:
-            x, _ = blocks(x, None)
-        x = make_norm(cfg, "ln_f")(x).astype(cfg.dtype)
-        if not cfg.tie_embeddings:
-            head = LMHead(cfg, name="lm_head")
-            return (x, head.matrix()) if return_hidden else head(x)
-        if return_hidden:
-            return x, wte.embedding
-        return jnp.einsum("btc,vc->btv", x, wte.embedding.astype(cfg.dtype),
-                          preferred_element_type=jnp.float32)
+            x, stats = blocks(x, None)
+        x = make_norm(cfg, self.execution, "ln_f")(x).astype(dtype)
+        head = wte.embedding if cfg.tie_embeddings else LMHead(cfg, name="lm_head")()
+        aux_loss, stats = _moe_objective(cfg, stats)
+        return Features(x, head, aux_loss, stats)
 
-
-    def _weighted_residual_stack(self, blocks: nn.Module, h0: Array) -> Array:
+    def _weighted_residual_stack(self, blocks: nn.Module, h0: Array) -> tuple[Array, dict]:
         """DenseFormer: the input of block r+1 (and of ln_f for r = n) is sum_{j<=r} w[r-1, j] h_j.
 
         Carried as n+1 running sums (push form) rather than a buffer of block outputs (pull form):
@@ -449,17 +342,25 @@ class Transformer(nn.Module):
         start = jnp.concatenate([jnp.ones((1,), jnp.float32), weights[:, 0]])  # acc[0] = h_0
         acc = start.astype(h0.dtype)[:, None, None, None] * h0[None]
         columns = jnp.concatenate([jnp.zeros((n, 1), jnp.float32), weights[:, 1:].T], axis=1)
-        acc, _ = blocks(acc, (columns, jnp.arange(n)))
-        return acc[n]
+        acc, stats = blocks(acc, (columns, jnp.arange(n)))
+        return acc[n], stats
 
 
-def build_model(config: ml_collections.ConfigDict | ModelConfig) -> Transformer:
-    cfg = config if isinstance(config, ModelConfig) else ModelConfig.from_config(config)
-    return Transformer(cfg)
+def _moe_objective(cfg: ModelConfig, stats: dict[str, Array]) -> tuple[Array, dict[str, Array]]:
+    """(weighted auxiliary loss, logged statistics) from the per-layer stacked MoE statistics."""
+    if not stats:
+        return jnp.zeros((), jnp.float32), {}
+    from minillm_jax.moe import summarize_stats
+
+    return summarize_stats(stats, cfg)
+
+
+def build_model(cfg: ModelConfig, execution: ExecutionConfig | None = None) -> Transformer:
+    return Transformer(cfg, execution if execution is not None else ExecutionConfig())
 
 
 def init_params(model: Transformer, rng: Array) -> dict:
-    """Fresh float32 parameters (REFERENCE init), compiled (eager init dispatches op by op)."""
+    """Fresh float32 parameters (llm-baselines' init), compiled (eager init dispatches op by op)."""
     idx = jnp.zeros((1, min(8, model.cfg.sequence_length)), jnp.int32)
     return jax.jit(lambda key: model.init({"params": key}, idx, train=False)["params"])(rng)
 

@@ -28,15 +28,16 @@ Drop priority (einsum; config.moe_priority), within a group, slots are given in 
               Switch): protects first choices, but a token's second choice can be dropped because
               of later tokens' first choices (a small leak from the future in a causal LM).
 
-Auxiliary losses and statistics (sown into the "intermediates" collection, per MoE layer):
+Auxiliary losses and statistics (returned by every MoE layer with its output):
     aux_loss      n_experts * sum_e f_e * P_e, f_e = fraction of the k*N routing assignments that
                   chose expert e (before dropping), P_e = mean router probability of e. Exactly 1
                   for perfectly uniform routing (Switch eq. 4 generalised to top-k).
     z_loss        mean over tokens of logsumexp(router logits)^2 (ST-MoE).
     dropped_frac  fraction of the k*N assignments dropped by the capacity limit.
     load          f_e per expert (sums to 1).
-The train step adds moe_aux_loss_weight * sum_layers(aux_loss) + moe_z_loss_weight *
-sum_layers(z_loss) to the cross entropy (minillm_jax.train_step).
+The model (minillm_jax.model.Transformer.features, via `summarize_stats`) returns
+moe_aux_loss_weight * sum_layers(aux_loss) + moe_z_loss_weight * sum_layers(z_loss) as the
+auxiliary loss the train step adds to the cross entropy, and the per-layer means as statistics.
 
 Parameters of one MoE layer (inside the stacked blocks a leading n_layer axis comes first):
     router/kernel (C, E)
@@ -56,7 +57,6 @@ import jax.numpy as jnp
 
 Array = jax.Array
 
-STAT_NAMES = ("aux_loss", "z_loss", "dropped_frac", "load")
 
 
 def capacity(group_size: int, n_experts: int, top_k: int, factor: float) -> int:
@@ -136,12 +136,13 @@ class MoE(nn.Module):
     biases when cfg.bias, dropout on the output).
     """
 
-    cfg: Any
+    cfg: Any  # minillm_jax.config.ModelConfig
+    execution: Any  # minillm_jax.config.ExecutionConfig
     train: bool
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
-        cfg = self.cfg
+    def __call__(self, x: Array) -> tuple[Array, dict[str, Array]]:
+        cfg, dtype = self.cfg, jnp.dtype(self.execution.compute_dtype)
         b, t, c = x.shape
         n_exp, k, hidden = cfg.moe_n_experts, cfg.moe_top_k, cfg.expert_hidden
         router = nn.Dense(n_exp, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32,
@@ -155,41 +156,31 @@ class MoE(nn.Module):
         else:
             weights = {"c_fc": expert(c, hidden, cfg.init_std, "c_fc", cfg.bias),
                        "c_proj": expert(hidden, c, cfg.proj_std, "c_proj", cfg.bias)}
-        weights = jax.tree.map(lambda w: w.astype(cfg.dtype), weights)
+        weights = jax.tree.map(lambda w: w.astype(dtype), weights)
 
         logits = router(x.astype(jnp.float32))  # (B, T, E)
         probs, gates, experts = route(logits, k)
         expert_mask = jax.nn.one_hot(experts, n_exp, dtype=jnp.int32)  # (B, T, k, E)
         aux, load = load_balancing_loss(probs, expert_mask)
-        self.sow("intermediates", "aux_loss", aux)
-        self.sow("intermediates", "z_loss", z_loss(logits))
-        self.sow("intermediates", "load", load)
 
         if cfg.moe_impl_resolved == "dropless":
             y = _dropless(x.reshape(b * t, c), gates.reshape(b * t, k),
                           experts.reshape(b * t, k), weights, cfg.model, n_exp)
             dropped = jnp.zeros((), jnp.float32)
         else:
-            group = cfg.moe_group_size or t
-            group = min(group, b * t)
-            if (b * t) % group:
-                from minillm_jax.config import ConfigError
-
-                raise ConfigError(
-                    f"config.moe_group_size={cfg.moe_group_size} does not divide the {b * t} "
-                    "tokens of a batch: use a divisor of batch_size*sequence_length (0 = one "
-                    "sequence per group)")
+            # moe_group_size divides the tokens of every batch (minillm_jax.config checks it)
+            group = min(cfg.moe_group_size or t, b * t)
             g = b * t // group
             y, kept = _capacity_einsum(
                 x.reshape(g, group, c), gates.reshape(g, group, k),
                 expert_mask.reshape(g, group, k, n_exp), weights, cfg.model,
                 capacity(group, n_exp, k, cfg.moe_capacity_factor), cfg.moe_priority)
             dropped = 1.0 - jnp.mean(kept.astype(jnp.float32))
-        self.sow("intermediates", "dropped_frac", dropped)
         y = y.reshape(b, t, c)
         if cfg.model != "llama":
             y = nn.Dropout(cfg.dropout, deterministic=not self.train)(y)
-        return y
+        stats = {"aux_loss": aux, "z_loss": z_loss(logits), "dropped_frac": dropped, "load": load}
+        return y, stats
 
 
 def _ffn_einsum(h: Array, weights: dict, style: str) -> Array:
@@ -242,44 +233,18 @@ def _dropless(x: Array, gates: Array, experts: Array, weights: dict, style: str,
     return jnp.einsum("nkc,nk->nc", out, gates.astype(out.dtype))
 
 
-def collect_stats(intermediates: Any) -> dict[str, Array]:
-    """Sums / means of the sown per-layer statistics of every MoE layer in `intermediates`.
+def summarize_stats(stats: dict[str, Array], cfg: Any) -> tuple[Array, dict[str, Array]]:
+    """(auxiliary loss, logged statistics) from the MoE statistics of the stacked blocks, each
+    (n_layer,) ((n_layer, E) for load) and summed over the MoE sublayers of a block.
 
-    Returns aux_loss_sum and z_loss_sum (what the training loss adds), their per-layer means
-    aux_loss and z_loss, dropped_frac (mean over layers) and load (E,) (mean over layers), or {}
-    when the model has no MoE layer.
+    The auxiliary loss is moe_aux_loss_weight * sum(aux_loss) + moe_z_loss_weight * sum(z_loss)
+    over all MoE layers; the statistics are per-MoE-layer means: moe_aux_loss, moe_z_loss,
+    moe_dropped_frac and moe_load_e0.. (the fraction of assignments to each expert).
     """
-    found: dict[str, list[Array]] = {name: [] for name in STAT_NAMES}
-
-    def visit(path, leaf):
-        names = [getattr(p, "key", None) for p in path]
-        for name in STAT_NAMES:
-            if name in names:
-                found[name].append(leaf)
-
-    jax.tree_util.tree_map_with_path(visit, intermediates)
-    if not found["aux_loss"]:
-        return {}
-    # Inside the scan each sown leaf is (n_layer,) (or (n_layer, E) for load).
-    aux = [jnp.reshape(a, (-1,)) for a in found["aux_loss"]]
-    z = [jnp.reshape(a, (-1,)) for a in found["z_loss"]]
-    dropped = [jnp.reshape(a, (-1,)) for a in found["dropped_frac"]]
-    load = [jnp.reshape(a, (-1, a.shape[-1])) for a in found["load"]]
-    n_layers = sum(a.shape[0] for a in aux)
-    aux_sum = sum(jnp.sum(a) for a in aux)
-    z_sum = sum(jnp.sum(a) for a in z)
-    return {"aux_loss_sum": aux_sum, "z_loss_sum": z_sum, "aux_loss": aux_sum / n_layers,
-            "z_loss": z_sum / n_layers,
-            "dropped_frac": sum(jnp.sum(a) for a in dropped) / n_layers,
-            "load": sum(jnp.sum(a, axis=0) for a in load) / n_layers}
-
-
-def eval_metrics(stats: dict[str, Array]) -> dict[str, Array]:
-    """The logged keys: moe_aux_loss, moe_z_loss, moe_dropped_frac, moe_load_e0.. (per-layer means)."""
-    if not stats:
-        return {}
-    out = {"moe_aux_loss": stats["aux_loss"], "moe_z_loss": stats["z_loss"],
-           "moe_dropped_frac": stats["dropped_frac"]}
-    for e in range(stats["load"].shape[0]):
-        out[f"moe_load_e{e}"] = stats["load"][e]
-    return out
+    n_layers = cfg.n_layer * cfg.sublayer_kinds.count("moe")
+    aux_sum, z_sum = jnp.sum(stats["aux_loss"]), jnp.sum(stats["z_loss"])
+    load = jnp.sum(stats["load"], axis=0) / n_layers
+    out = {"moe_aux_loss": aux_sum / n_layers, "moe_z_loss": z_sum / n_layers,
+           "moe_dropped_frac": jnp.sum(stats["dropped_frac"]) / n_layers}
+    out.update({f"moe_load_e{e}": load[e] for e in range(load.shape[0])})
+    return cfg.moe_aux_loss_weight * aux_sum + cfg.moe_z_loss_weight * z_sum, out

@@ -35,7 +35,7 @@ from minillm_jax.benchmark import PEAK_FLOPS, flops_per_token
 FIT_E, FIT_A, FIT_B, FIT_ALPHA, FIT_BETA = 1.69, 406.4, 410.7, 0.34, 0.28
 TOKENS_PER_PARAM = 20.0
 
-WINNING_MFU = 0.29  # the Mini LLM Challenge winner: ~85k tok/s on one A100 (REFERENCE §12)
+WINNING_MFU = 0.29  # the Mini LLM Challenge winner: ~85k tok/s on one A100 (docs/llm-baselines.md#derived-figures)
 GOOD_MFU = 0.55  # a well-tuned trainer
 
 HEAD_DIM = 64
@@ -146,12 +146,11 @@ def param_count(n_layer: int, n_embd: int, n_head: int | None = None, *, model: 
 
 
 def config_params(config: Any) -> int:
-    """Exact parameter count of a run config (ml_collections.ConfigDict)."""
-    from minillm_jax import config as config_lib
+    """Exact parameter count of a run config (a ConfigDict or flat dict of config fields)."""
     from minillm_jax.model import ModelConfig, abstract_params, build_model, num_params
 
-    config = config_lib.resolve(config)
-    cfg = ModelConfig.from_config(config)
+    flat = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    cfg = ModelConfig.from_flat(flat)
     return num_params(abstract_params(build_model(cfg)), cfg)
 
 

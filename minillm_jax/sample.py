@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.WARNING)
-    from minillm_jax import checkpointing
+    from minillm_jax import checkpointing, rundir
     from minillm_jax.model import build_model
     from minillm_jax.sampling import generate
 
@@ -40,10 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     except checkpointing.CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if args.top_k > config.vocab_size:
-        parser.error(f"--top-k {args.top_k} is larger than the vocabulary ({config.vocab_size})")
-    model = build_model(config)
-    print(f"# {checkpointing.step_dir(args.workdir, step)}", file=sys.stderr)
+    if args.top_k > config.model.vocab_size:
+        parser.error(f"--top-k {args.top_k} is larger than the vocabulary "
+                     f"({config.model.vocab_size})")
+    model = build_model(config.model)
+    print(f"# {rundir.step_dir(args.workdir, step)}", file=sys.stderr)
     for i in range(args.num_samples):
         if i:
             print("-" * 40)

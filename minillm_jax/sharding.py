@@ -12,33 +12,16 @@ import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-from minillm_jax.config import ConfigError
+from minillm_jax.config import TrainConfig, check_devices
 
 BATCH_AXES = ("data", "fsdp")
 
 
-def make_mesh(mesh_data: int = -1, mesh_fsdp: int = 1) -> Mesh:
-    """A (data, fsdp) mesh over all devices. Auto axis types: Explicit breaks embedding gathers."""
-    n = jax.device_count()
-    if mesh_fsdp <= 0 or n % mesh_fsdp:
-        raise ConfigError(f"config.mesh_fsdp={mesh_fsdp} must divide the {n} devices")
-    data = n // mesh_fsdp if mesh_data in (-1, 0) else mesh_data
-    if data * mesh_fsdp != n:
-        raise ConfigError(f"config.mesh_data={mesh_data} x config.mesh_fsdp={mesh_fsdp} must equal "
-                          f"the {n} devices: set mesh_data=-1 to use all devices")
-    return jax.make_mesh((data, mesh_fsdp), BATCH_AXES, axis_types=(AxisType.Auto,) * 2)
-
-
-def batch_parallelism(mesh: Mesh) -> int:
-    return int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
-
-
-def check_batch(batch_size: int, mesh: Mesh, field: str = "batch_size") -> None:
-    n = batch_parallelism(mesh)
-    if batch_size % n:
-        raise ConfigError(
-            f"config.{field}={batch_size} is not divisible by the {n} data-parallel devices: "
-            f"use a multiple of {n}")
+def make_mesh(config: TrainConfig) -> Mesh:
+    """The (data, fsdp) mesh of `config` over all devices (sizes checked by
+    config.check_devices). Auto axis types: Explicit ones break embedding gathers."""
+    data, fsdp = check_devices(config, jax.device_count())
+    return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types=(AxisType.Auto,) * 2)
 
 
 def param_spec(shape: tuple[int, ...], fsdp: int) -> P:

@@ -328,7 +328,7 @@ def run_sweep(sweep: dict[str, Any] | str | os.PathLike, out: str,
         config = variant_config(base, variant, out, budget_minutes)
         if variant["name"] in selected:
             try:
-                config_lib.validate(config_lib.resolve(config, variant["name"]))
+                config_lib.build_config(config, variant["name"])
             except config_lib.ConfigError as err:
                 raise SweepError(f"variant {variant['name']!r}: {err}") from None
         configs[variant["name"]] = config
@@ -352,8 +352,8 @@ def run_sweep(sweep: dict[str, Any] | str | os.PathLike, out: str,
             continue
         log(f"[{i + 1}/{len(names)}] {name}: training in {run_dir}")
         os.makedirs(run_dir, exist_ok=True)
-        resolved = config_lib.resolve(config, name)
-        _write_json(os.path.join(run_dir, CONFIG_FILE), resolved.to_dict())
+        resolved = config_lib.build_config(config, name).to_dict()
+        _write_json(os.path.join(run_dir, CONFIG_FILE), resolved)
         try:
             result = train_fn(config, name)
         except Exception as err:  # noqa: BLE001 - one bad variant must not end the sweep

@@ -10,24 +10,10 @@ import jax.numpy as jnp
 import optax
 
 from minillm_jax.losses import cross_entropy, fused_linear_cross_entropy
+from minillm_jax.model import Features, Transformer, head_logits, init_params
 from minillm_jax.optim.plateau import current_lr
 
 Array = jax.Array
-
-
-def _has_moe(model: Any) -> bool:
-    return bool(getattr(getattr(model, "cfg", None), "has_moe", False))
-
-
-def apply_with_stats(model: Any, variables: dict, x: Array, **kwargs: Any) -> tuple[Any, dict]:
-    """model.apply, plus the summed MoE router statistics (minillm_jax.moe.collect_stats) of a
-    model with MoE sublayers (collected from the sown "intermediates"); {} for dense models."""
-    if not _has_moe(model):
-        return model.apply(variables, x, **kwargs), {}
-    from minillm_jax.moe import collect_stats
-
-    out, state = model.apply(variables, x, mutable=["intermediates"], **kwargs)
-    return out, collect_stats(state.get("intermediates", {}))
 
 
 @flax.struct.dataclass
@@ -41,42 +27,43 @@ class TrainState:
     rng: Array
 
 
-def make_train_step(model: Any, tx: optax.GradientTransformation,
+def features(model: Transformer, params: Any, x: Array, train: bool = False,
+             rng: Array | None = None) -> Features:
+    """The model's hidden states, output matrix and auxiliary losses for token ids x (B, T)."""
+    rngs = {"dropout": rng} if rng is not None else {}
+    return model.apply({"params": params}, x, train=train, rngs=rngs, method=Transformer.features)
+
+
+def mean_cross_entropy(f: Features, targets: Array, loss_chunk_size: int) -> Array:
+    """Mean next-token cross entropy; loss_chunk_size > 0 fuses the output layer with the loss
+    over chunks of that many tokens (minillm_jax.losses): same value and gradients, without
+    materialising the logits."""
+    if loss_chunk_size > 0:
+        c = f.hidden.shape[-1]
+        return fused_linear_cross_entropy(f.hidden.reshape(-1, c), f.head, targets.reshape(-1),
+                                          loss_chunk_size)
+    return cross_entropy(head_logits(f.hidden, f.head), targets).mean()
+
+
+def make_train_step(model: Transformer, tx: optax.GradientTransformation,
                     schedule: Callable[[Array], Array], loss_chunk_size: int = 0) -> Callable:
     """Builds step(state, batch) for a batch {"x", "y"} of shape (acc_steps, B, T).
 
     Gradients of the acc_steps micro-batches are averaged (a scan, so memory is one micro-batch);
     the reported loss is their mean (llm-baselines logs the last micro-batch's loss).
-    loss_chunk_size > 0 fuses the output layer with the loss over chunks of that many tokens
-    (minillm_jax.losses): same loss and gradients, without materialising the logits.
 
-    Mixture-of-experts models (model.cfg.has_moe) minimise cross entropy + moe_aux_loss_weight *
-    (load-balancing loss summed over MoE layers) + moe_z_loss_weight * (router z-loss summed over
-    MoE layers). metrics["loss"] stays the plain cross entropy (comparable with dense runs);
-    metrics["loss_total"] is the optimised objective, and moe_aux_loss / moe_z_loss /
-    moe_dropped_frac are per-layer means (minillm_jax.moe.eval_metrics), all averaged over the
-    micro-batches.
+    The objective is the cross entropy plus the model's auxiliary loss (MoE load-balancing and
+    router z-losses; 0 for dense models). metrics["loss"] stays the plain cross entropy
+    (comparable across models); models with auxiliary statistics also report "loss_total" (the
+    optimised objective) and those statistics, all averaged over the micro-batches.
     """
-    cfg = getattr(model, "cfg", None)
-    moe = _has_moe(model)
 
     def loss_fn(params, x, y, rng):
-        variables, rngs = {"params": params}, {"dropout": rng}
-        if loss_chunk_size > 0:
-            (hidden, head), stats = apply_with_stats(
-                model, variables, x, train=True, rngs=rngs, return_hidden=True)
-            ce = fused_linear_cross_entropy(
-                hidden.reshape(-1, hidden.shape[-1]), head, y.reshape(-1), loss_chunk_size)
-        else:
-            logits, stats = apply_with_stats(model, variables, x, train=True, rngs=rngs)
-            ce = cross_entropy(logits, y).mean()
-        if not moe:
-            return ce, {}
-        total = (ce + cfg.moe_aux_loss_weight * stats["aux_loss_sum"]
-                 + cfg.moe_z_loss_weight * stats["z_loss_sum"])
-        aux = {"loss": ce, "loss_total": total, "moe_aux_loss": stats["aux_loss"],
-               "moe_z_loss": stats["z_loss"], "moe_dropped_frac": stats["dropped_frac"]}
-        return total, aux
+        f = features(model, params, x, train=True, rng=rng)
+        ce = mean_cross_entropy(f, y, loss_chunk_size)
+        objective = ce + f.aux_loss
+        extra = {"loss_total": objective, **f.stats} if f.stats else {}
+        return objective, {"loss": ce, **extra}
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -85,63 +72,54 @@ def make_train_step(model: Any, tx: optax.GradientTransformation,
         acc_steps = batch["x"].shape[0]
 
         def micro(carry, inputs):
-            loss_sum, extra_sum, grad_sum = carry
+            metric_sum, grad_sum = carry
             x, y, i = inputs
-            (loss, extra), grads = grad_fn(state.params, x, y, jax.random.fold_in(step_rng, i))
-            if moe:
-                loss = extra["loss"]  # report the plain cross entropy
-            return (loss_sum + loss, jax.tree.map(jnp.add, extra_sum, extra),
+            (_, metrics), grads = grad_fn(state.params, x, y, jax.random.fold_in(step_rng, i))
+            return (jax.tree.map(jnp.add, metric_sum, metrics),
                     jax.tree.map(jnp.add, grad_sum, grads)), None
 
-        zeros = jax.tree.map(jnp.zeros_like, state.params)
-        extra_zeros = ({k: jnp.zeros((), jnp.float32) for k in
-                        ("loss", "loss_total", "moe_aux_loss", "moe_z_loss", "moe_dropped_frac")}
-                       if moe else {})
-        (loss_sum, extra_sum, grad_sum), _ = jax.lax.scan(
-            micro, (jnp.zeros((), jnp.float32), extra_zeros, zeros),
-            (batch["x"], batch["y"], jnp.arange(acc_steps)))
+        metric_shapes = jax.eval_shape(
+            grad_fn, state.params, batch["x"][0], batch["y"][0], step_rng)[0][1]
+        zeros = (jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), metric_shapes),
+                 jax.tree.map(jnp.zeros_like, state.params))
+        (metric_sum, grad_sum), _ = jax.lax.scan(
+            micro, zeros, (batch["x"], batch["y"], jnp.arange(acc_steps)))
         grads = jax.tree.map(lambda g: g / acc_steps, grad_sum)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        metrics = {"loss": loss_sum / acc_steps, "grad_norm": optax.tree.norm(grads),
-                   # the applied lr: schedule x reduce-on-plateau scale (1 without plateau)
-                   "lr": current_lr(state.opt_state, schedule, state.step)}
-        metrics.update({k: v / acc_steps for k, v in extra_sum.items() if k != "loss"})
+        metrics = {k: v / acc_steps for k, v in metric_sum.items()}
+        metrics.update(grad_norm=optax.tree.norm(grads),
+                       # the applied lr: schedule x reduce-on-plateau scale (1 without plateau)
+                       lr=current_lr(state.opt_state, schedule, state.step))
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
 
     return step
 
 
-def make_eval_step(model: Any) -> Callable:
+def make_eval_step(model: Transformer) -> Callable:
     """eval(params, batch{"x","y","mask"}) -> sums of loss, correct predictions and tokens.
 
     Deterministic (no dropout, including attention dropout, unlike llm-baselines' eval).
-    Accuracy is argmax over all vocab_size logits, as in llm-baselines.
-    MoE models also return per-batch router statistics (minillm_jax.moe.eval_metrics:
-    moe_aux_loss, moe_z_loss, moe_dropped_frac, moe_load_e0..), which the Evaluator averages
-    over batches. They cover every token of the batch, padding included.
+    Accuracy is argmax over all vocab_size logits, as in llm-baselines. Models with auxiliary
+    statistics (MoE: moe_aux_loss, moe_z_loss, moe_dropped_frac, moe_load_e0..) also return
+    them per batch; the Evaluator averages them over batches. They cover every token of the
+    batch, padding included.
     """
 
     def step(params: Any, batch: dict[str, Array]) -> dict[str, Array]:
-        logits, stats = apply_with_stats(model, {"params": params}, batch["x"], train=False)
+        f = features(model, params, batch["x"])
+        logits = head_logits(f.hidden, f.head)
         mask = batch["mask"].astype(jnp.float32)
         loss = cross_entropy(logits, batch["y"])
         correct = (jnp.argmax(logits, axis=-1) == batch["y"]).astype(jnp.float32)
-        out = {"loss_sum": jnp.sum(loss * mask), "correct_sum": jnp.sum(correct * mask),
-               "tokens": jnp.sum(mask)}
-        if stats:
-            from minillm_jax.moe import eval_metrics
-
-            out.update(eval_metrics(stats))
-        return out
+        return {"loss_sum": jnp.sum(loss * mask), "correct_sum": jnp.sum(correct * mask),
+                "tokens": jnp.sum(mask), **f.stats}
 
     return step
 
 
-def init_state(model: Any, tx: optax.GradientTransformation, seed: int) -> TrainState:
+def init_state(model: Transformer, tx: optax.GradientTransformation, seed: int) -> TrainState:
     """A fresh state: params from key(seed) split 'params', dropout base key from the other half."""
-    from minillm_jax.model import init_params
-
     param_rng, dropout_rng = jax.random.split(jax.random.PRNGKey(seed))
     params = init_params(model, param_rng)
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),

@@ -1,33 +1,33 @@
-"""The training loop: build, compile once, train with async dispatch, evaluate, checkpoint, sample."""
+"""The training loop: build, compile once, restore or start, then step / evaluate / save / log."""
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
-import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from minillm_jax import checkpointing, data, sharding
-from minillm_jax import config as config_lib
+from minillm_jax import checkpointing, data, rundir
+from minillm_jax.benchmark import model_flops_per_token
+from minillm_jax.budget import TimeBudget
+from minillm_jax.build import Run, build_run
+from minillm_jax.config import TrainConfig, build_config
+from minillm_jax.evaluator import Evaluator, format_eval
 from minillm_jax.metrics import MetricsWriter
-from minillm_jax.model import ModelConfig, build_model, num_params
-from minillm_jax.optim import build_optimizer, eval_params, plateau_observe
-from minillm_jax.train_step import TrainState, init_state, make_eval_step, make_train_step
+from minillm_jax.optim import eval_params, plateau_observe
+from minillm_jax.params_info import describe as describe_params
+from minillm_jax.progress import NonFiniteLoss, Progress, log
+from minillm_jax.sharding import to_global
+from minillm_jax.signals import StopSignals
+from minillm_jax.train_step import TrainState
 
 
 class TrainingError(RuntimeError):
     """The run cannot continue (e.g. the loss became NaN); the message says what was kept."""
-
-
-def log(message: str) -> None:
-    if jax.process_index() == 0:
-        print(message, flush=True)
 
 
 def maybe_initialize_distributed() -> None:
@@ -38,374 +38,223 @@ def maybe_initialize_distributed() -> None:
         jax.distributed.initialize()
 
 
-def _format_duration(seconds: float) -> str:
-    seconds = int(max(seconds, 0))
-    hours, rest = divmod(seconds, 3600)
-    return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
-
-
-def _memory_report(compiled: Any) -> str:
+def memory_report(compiled: Any) -> str:
+    """XLA's estimate of a compiled step's device memory, in one line."""
     try:
         mem = compiled.memory_analysis()
-    except Exception:  # not every backend reports it
-        return "memory estimate unavailable"
+    except Exception:  # noqa: BLE001 - not every backend reports it
+        mem = None
     if mem is None:
         return "memory estimate unavailable"
     gib = lambda n: n / 2**30  # noqa: E731
     total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-             - getattr(mem, "alias_size_in_bytes", 0))
+             - mem.alias_size_in_bytes)
     return (f"memory estimate {gib(total):.2f} GiB per device (arguments "
             f"{gib(mem.argument_size_in_bytes):.2f}, temporaries {gib(mem.temp_size_in_bytes):.2f})")
 
 
-def prepare_workdir(workdir: str) -> None:
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, ".write_test")
-        with open(probe, "w") as f:
-            f.write("ok")
-        os.remove(probe)
-    except OSError as err:
-        raise config_lib.ConfigError(
-            f"config.workdir={workdir!r} is not writable ({err.strerror}): choose another "
-            "directory with --config.workdir=DIR") from None
-
-
-class Evaluator:
-    """Validation loss / perplexity / accuracy (/ bits per byte) over fixed batches, token-weighted.
-
-    Periodic evals always use the same first `eval_batches` batches, so their values are
-    comparable across steps (llm-baselines LZ used the next 24 batches each time); the final eval
-    covers the whole validation set.
-    """
-
-    def __init__(self, config: ml_collections.ConfigDict, model: Any, mesh: Any,
-                 param_shardings: Any):
-        self.config, self.mesh = config, mesh
-        self.meta = data.load_meta(config.data_dir)
-        self._step = jax.jit(make_eval_step(model), in_shardings=(
-            param_shardings, {k: sharding.batch_sharding(mesh, 2, 0) for k in ("x", "y", "mask")}),
-            out_shardings=sharding.replicated(mesh))
-
-    def __call__(self, params: Any, max_batches: int | None) -> dict[str, float]:
-        c = self.config
-        sums, batches = None, 0
-        for batch in data.iter_val_batches(
-                c.data_dir, batch_size=c.eval_batch_size,
-                seq_len=c.sequence_length, max_batches=max_batches,
-                process_index=jax.process_index(), process_count=jax.process_count()):
-            out = self._step(params, sharding.to_global(batch, self.mesh, batch_axis=0))
-            sums = out if sums is None else jax.tree.map(jnp.add, sums, out)
-            batches += 1
-        sums = jax.device_get(sums)
-        tokens = float(sums["tokens"])
-        loss = float(sums["loss_sum"]) / tokens
-        result = {"val_loss": loss, "val_perplexity": math.exp(loss),
-                  "val_acc": float(sums["correct_sum"]) / tokens, "val_tokens": int(tokens)}
-        # Any further eval-step outputs (e.g. MoE router statistics) are per-batch means.
-        for key in sorted(set(sums) - {"loss_sum", "correct_sum", "tokens"}):
-            result[key] = float(sums[key]) / batches
-        val = self.meta.get("val", {})
-        if val.get("bytes") and val.get("tokens"):
-            result["val_bpb"] = loss / math.log(2) * val["tokens"] / val["bytes"]
-        return result
-
-
-class TimeBudget:
-    """A wall-clock budget (config.budget_minutes) with the lr schedule's horizon in time.
-
-    The run stops when the budget minus a reserve for the final evaluation and save is spent.
-    After `budget_warmup_steps` steps it measures wall time per step (evaluations included) and
-    sets the schedule's horizon to the steps that fit; it keeps re-measuring at every
-    `log_freq`-th step and moves the horizon again when the estimate drifts by more than
-    `budget_tolerance`, so the decay ends at the budget. No llm-baselines option does this.
-    """
-
-    def __init__(self, config: ml_collections.ConfigDict, compile_s: float):
-        self.config = config
-        self.started = time.perf_counter()
-        self.horizon_steps = config.iterations
-        full_batches = data.num_val_batches(config.data_dir, batch_size=config.eval_batch_size,
-                                            seq_len=config.sequence_length)
-        eval_batches = full_batches if config.final_full_eval else min(
-            full_batches, config.eval_batches)
-        # The final eval costs about eval_batches forward passes of one step's micro-batch
-        # (a third of a training step each); this bound is refined by measurement below.
-        self.eval_share = eval_batches * config.eval_batch_size / max(
-            3 * config.batch_size * config.acc_steps, 1)
-        self.step_time_s = 0.0
-        self.reserve_s = 0.02 * 60 * config.budget_minutes
-        self._resized = 0
-        self.compile_s = compile_s  # cost of one compile, updated when one happens
-        self._mark_time, self._mark_steps = self.started, 0
-
-    def expired(self) -> bool:
-        deadline = self.started + 60 * self.config.budget_minutes - self.reserve_s
-        return time.perf_counter() >= deadline
-
-    def horizon(self, start: int, steps_done: int) -> int | None:
-        """A new schedule horizon (total steps) when it should move, else None."""
-        c = self.config
-        warmup = c.get("budget_warmup_steps", 5)
-        if steps_done < warmup or (steps_done > warmup and steps_done % c.log_freq):
-            return None
-        now = time.perf_counter()
-        elapsed = now - self.started
-        if steps_done - self._mark_steps < warmup:
-            return None
-        # wall time per step since the last horizon change (recompiles excluded, reacts to drift)
-        self.step_time_s = (now - self._mark_time) / (steps_done - self._mark_steps)
-        self.reserve_s = max(5.0, 2.0 * self.eval_share * self.step_time_s + 5.0)
-        left = 60 * c.budget_minutes - self.reserve_s - elapsed
-
-        def steps_that_fit(seconds: float) -> int:
-            return min(start + steps_done + max(int(seconds / self.step_time_s), 1),
-                       c.iterations)
-
-        # Is the current horizon still right (ignoring a recompile we would not do)?
-        drift = abs(steps_that_fit(left) - self.horizon_steps) / max(self.horizon_steps, 1)
-        if drift <= c.get("budget_tolerance", 0.02) or self._resized >= 8:
-            return None
-        left -= self.compile_s  # moving the horizon costs a recompile, paid from the budget
-        if left < self.compile_s:  # too late for a recompile to pay for itself
-            return None
-        fits = steps_that_fit(left)
-        self._resized += 1
-        self.horizon_steps = fits
-        return fits
-
-    def mark(self, steps_done: int) -> None:
-        """Restart the step-time measurement (after a recompile)."""
-        self._mark_time, self._mark_steps = time.perf_counter(), steps_done
-
-
-def format_eval(result: dict[str, float]) -> str:
-    text = (f"val loss {result['val_loss']:.4f} | ppl {result['val_perplexity']:.2f} | "
-            f"acc {100 * result['val_acc']:.2f}%")
-    if "val_bpb" in result:
-        text += f" | bpb {result['val_bpb']:.4f}"
-    return text + f" | {result['val_tokens']:,} tokens"
-
-
-def train(config: ml_collections.ConfigDict, name: str = "run") -> dict[str, Any]:
-    """Trains `config` to config.iterations (or the last checkpoint's step onward); returns the
+def train(config: ml_collections.ConfigDict | TrainConfig, name: str = "run") -> dict[str, Any]:
+    """Trains `config` to its iterations (or the last checkpoint's step onward); returns the
     final evaluation plus run facts."""
-    config = config_lib.resolve(config, name)
-    config_lib.validate(config)
+    config = build_config(config, name)
     maybe_initialize_distributed()
-    mesh = sharding.make_mesh(config.mesh_data, config.mesh_fsdp)
-    sharding.check_batch(config.batch_size, mesh)
-    sharding.check_batch(config.eval_batch_size, mesh, "eval_batch_size")
-    prepare_workdir(config.workdir)
+    run = build_run(config)
+    rundir.prepare_workdir(config.run.workdir)
     checkpointing.quiet_orbax_logs()
-    checkpointing.prepare_run(config.workdir, config.get("resume", True),
-                              config.get("overwrite", False))
-    data.ensure_dataset(config.dataset, config.data_dir)
-
-    model = build_model(config)
-    tx, schedule = build_optimizer(config)
-    abstract_state = jax.eval_shape(lambda: init_state(model, tx, config.seed))
-    state_shardings = sharding.tree_shardings(mesh, abstract_state)
-    state_shardings = state_shardings.replace(
-        step=sharding.replicated(mesh), rng=sharding.replicated(mesh))
-    # MoE: total and active parameter counts (params_info.describe; dense: "N parameters").
-    from minillm_jax.params_info import describe as describe_params
-    log(f"model {config.model}: {describe_params(abstract_state.params, ModelConfig.from_config(config))}"
-        f" | mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform}"
-        f" device(s) | compute {config.compute_dtype}")
-
-    batch_shape = (config.acc_steps, config.batch_size, config.sequence_length)
-    batch_sharding = sharding.batch_sharding(mesh, 3, batch_axis=1)
-    abstract_batch = {k: jax.ShapeDtypeStruct(batch_shape, jnp.int32, sharding=batch_sharding)
-                      for k in ("x", "y")}
-    sharded_abstract = jax.tree.map(
-        lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-        abstract_state, state_shardings)
-
-    def compile_step(iterations: int) -> Callable:
-        """The compiled step for an lr-schedule horizon of `iterations` (the time budget moves
-        it; the optimizer state's structure does not depend on it)."""
-        horizon_config = ml_collections.ConfigDict(config.to_dict())
-        horizon_config.iterations = iterations
-        horizon_tx, horizon_schedule = build_optimizer(horizon_config)
-        step_fn = jax.jit(
-            make_train_step(model, horizon_tx, horizon_schedule, config.loss_chunk_size),
-            in_shardings=(state_shardings, batch_sharding),
-            out_shardings=(state_shardings, sharding.replicated(mesh)), donate_argnums=(0,))
-        return step_fn.lower(sharded_abstract, abstract_batch).compile()
+    rundir.prepare_run(config.run.workdir, config.run.resume, config.run.overwrite)
+    data.ensure_dataset(config.data.dataset, config.data.data_dir)
+    log(f"model {config.model.model}: "
+        f"{describe_params(run.abstract_state.params, config.model)} | mesh "
+        f"{dict(run.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} device(s) "
+        f"| compute {config.execution.compute_dtype}")
 
     t0 = time.perf_counter()
-    compiled_step = compile_step(config.iterations)
+    compiled_step = run.compile_train_step(config.run.iterations)
     compile_s = time.perf_counter() - t0
-    log(f"compiled train step in {time.perf_counter() - t0:.1f}s | {_memory_report(compiled_step)}")
+    log(f"compiled train step in {compile_s:.1f}s | {memory_report(compiled_step)}")
 
-    # Resume from the newest readable checkpoint (unreadable ones are set aside with a warning;
-    # one saved for another model stops the run), else start fresh.
-    manager = checkpointing.RunCheckpoints(config.workdir, keep=config.keep,
-                                           keep_best=config.get("keep_best", False))
-    restored = (manager.restore_latest(sharded_abstract, config)
-                if config.get("resume", True) else None)
-    data_state, start_step = None, 0
-    if restored is not None:
-        state, data_state, start_step = restored
-        if state.opt_state is None:  # params-only checkpoint (e.g. imported weights)
-            state = state.replace(opt_state=jax.jit(
-                tx.init, out_shardings=state_shardings.opt_state)(state.params))
-        log(f"resumed from {checkpointing.step_dir(config.workdir, start_step)}")
-    else:
-        state = jax.jit(lambda: init_state(model, tx, config.seed),
-                        out_shardings=state_shardings)()
-    # metrics.jsonl continues the run: drop what the resumed steps will log again
-    checkpointing.trim_metrics(config.workdir, start_step)
-
+    checkpoints = checkpointing.RunCheckpoints(config.run.workdir, keep=config.run.keep,
+                                               keep_best=config.run.keep_best)
+    state, data_state = _restore_or_start(run, checkpoints)
     loader = data.TrainLoader(
-        config.data_dir, batch_size=config.batch_size, seq_len=config.sequence_length,
-        seed=config.data_seed, acc_steps=config.acc_steps,
-        process_index=jax.process_index(), process_count=jax.process_count())
+        config.data.data_dir, batch_size=config.data.batch_size,
+        seq_len=config.model.sequence_length, seed=config.data.data_seed,
+        acc_steps=config.data.acc_steps, process_index=jax.process_index(),
+        process_count=jax.process_count())
     if data_state is not None:
         loader.set_state(data_state)
-
-    evaluator = Evaluator(config, model, mesh, state_shardings.params)
-    writer = MetricsWriter(config.workdir, enabled=jax.process_index() == 0, wandb=config.wandb,
-                           config=config.to_dict(), project=config.wandb_project,
-                           name=config.wandb_run_name or name)
+    writer = MetricsWriter(config.run.workdir, enabled=jax.process_index() == 0,
+                           wandb=config.run.wandb, config=config.to_dict(),
+                           project=config.run.wandb_project,
+                           name=config.run.wandb_run_name or name)
+    loop = TrainLoop(run, Evaluator(run), checkpoints, loader, writer, compile_s)
     try:
-        with checkpointing.StopSignals() as stop:
-            state, final = _loop(config, compiled_step, state, loader, evaluator, writer,
-                                 manager, stop, compile_step, compile_s)
-        manager.wait()  # the last save is complete (or its failure reported) before returning
+        with StopSignals() as stop:
+            final = loop.train(state, compiled_step, stop)
+        checkpoints.wait()  # the last save is complete (or its failure reported) before returning
     finally:
         try:
-            manager.close()
+            checkpoints.close()
         except checkpointing.CheckpointError as err:  # already failing: report, don't mask
             log(f"error: {err}")
         writer.close()
         loader.close()
-    if manager.blocking_s:
-        log(f"checkpoints: {len(manager.blocking_s)} saved in {manager.directory}; training "
-            f"paused {1000 * float(np.median(manager.blocking_s)):.0f} ms per save (median; max "
-            f"{1000 * max(manager.blocking_s):.0f} ms), the writes ran in the background")
+    pauses = checkpoints.blocking_s
+    if pauses:
+        log(f"checkpoints: {len(pauses)} saved in {checkpoints.directory}; training paused "
+            f"{1000 * float(np.median(pauses)):.0f} ms per save (median; max "
+            f"{1000 * max(pauses):.0f} ms), the writes ran in the background")
     return final
 
 
-def _loop(config: ml_collections.ConfigDict, step_fn: Callable, state: TrainState,
-          loader: Any, evaluator: Evaluator, writer: MetricsWriter, manager: Any,
-          stop: Any = None, compile_step: Callable | None = None, compile_s: float = 0.0,
-          ) -> tuple[TrainState, dict[str, Any]]:
-    mesh = evaluator.mesh
-    start = int(jax.device_get(state.step))
-    total = config.iterations
-    budget = (TimeBudget(config, compile_s) if config.get("budget_minutes", 0) > 0 else None)
-    stop_reason = "iterations"
-    tokens_per_step = config.batch_size * config.acc_steps * config.sequence_length
-    pending: tuple[int, dict] | None = None  # (step, device metrics) read one step late
-    window_start, window_steps, train_time = time.perf_counter(), 0, 0.0
+def _restore_or_start(run: Run, checkpoints: checkpointing.RunCheckpoints,
+                      ) -> tuple[TrainState, dict | None]:
+    """The newest readable checkpoint's state and loader position (unreadable ones are set aside
+    with a warning; one saved for another model stops the run), else a fresh state. Trims
+    metrics.jsonl to the step the run continues from."""
+    config = run.config
+    restored = (checkpoints.restore_latest(run.abstract_state, config)
+                if config.run.resume else None)
+    if restored is None:
+        state, data_state, start = run.init_state(), None, 0
+    else:
+        state, data_state, start = restored
+        if state.opt_state is None:  # params-only checkpoint (e.g. imported weights)
+            state = state.replace(opt_state=jax.jit(
+                run.tx.init, out_shardings=run.state_shardings.opt_state)(state.params))
+        log(f"resumed from {rundir.step_dir(config.run.workdir, start)}")
+    rundir.trim_metrics(config.run.workdir, start)  # drop what the resumed steps log again
+    return state, data_state
 
-    def read(pending_step: int, metrics: dict) -> dict:
-        values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not math.isfinite(values["loss"]):
-            raise TrainingError(
-                f"loss became {values['loss']} at step {pending_step}: stopping; the last good "
-                f"checkpoint is kept in {checkpointing.checkpoint_dir(config.workdir)} "
-                f"(step {manager.latest_step()}). Lower lr or enable grad_clip.")
-        return values
 
-    def report(pending_step: int, metrics: dict) -> None:
-        """Reads a finished step's metrics (NaN check) and logs every log_freq steps."""
-        nonlocal window_start, window_steps, train_time
-        values = read(pending_step, metrics)
-        window_steps += 1
-        done = pending_step + 1
-        if done % config.log_freq and done != total:
-            return
-        elapsed = time.perf_counter() - window_start
-        train_time += elapsed
-        rate = window_steps * tokens_per_step / max(elapsed, 1e-9)
-        step_time = elapsed / max(window_steps, 1)
-        log(f"step {done}/{total} | loss {values['loss']:.4f} | lr {values['lr']:.2e} | "
-            f"{rate:,.0f} tok/s | {1000 * step_time:.0f} ms/step | "
-            f"ETA {_format_duration((total - done) * step_time)}")
-        writer.write(done, train_loss=values["loss"], lr=values["lr"],
-                     grad_norm=values["grad_norm"], tokens_per_s=rate, step_time_s=step_time,
-                     tokens=done * tokens_per_step)
-        window_start, window_steps = time.perf_counter(), 0
+@dataclasses.dataclass
+class TrainLoop:
+    """One run's loop: train step, maybe evaluate, maybe save, log (one step late)."""
 
-    step = start
-    while step < total:
-        if budget is not None:
-            horizon = budget.horizon(start, step - start) if step > start else None
-            if budget.expired():
-                total, stop_reason = step, "time budget"
-                log(f"time budget of {config.budget_minutes} min spent (keeping "
-                    f"{budget.reserve_s:.0f}s for the final eval and save): stopping at step {step}")
-                break
-            if horizon is not None and compile_step is not None:
-                log(f"time budget: {budget.step_time_s * 1000:.0f} ms/step measured, lr schedule "
-                    f"horizon {total} -> {horizon} steps")
-                total = horizon
-                compiling = time.perf_counter()
-                step_fn = compile_step(total)
-                budget.compile_s = time.perf_counter() - compiling
-                budget.mark(step - start)
-        batch = sharding.to_global(next(loader), mesh, batch_axis=1)
-        state, metrics = step_fn(state, batch)  # dispatched; runs while we read the previous one
-        if pending is not None:
-            report(*pending)
-        pending = (step, metrics)
-        done = step + 1
-        is_last = done == total
-        ckpt_metrics = None  # with keep_best, checkpoints at eval steps are ranked by val loss
-        if done % config.eval_freq == 0 and not is_last:
-            report(*pending)
-            pending = None
-            paused = time.perf_counter()
-            result = evaluator(eval_params(config, state.opt_state, state.params),
-                               config.eval_batches)
-            # reduce-on-plateau counts patience in evaluations (no-op without plateau)
-            state = state.replace(
-                opt_state=plateau_observe(config, state.opt_state, result["val_loss"]))
-            log(f"eval @ {done}: {format_eval(result)}")
-            writer.write(done, **result)
-            window_start += time.perf_counter() - paused  # keep eval out of tokens/s
-            if config.get("keep_best", False):
-                ckpt_metrics = {checkpointing.BEST_METRIC: result["val_loss"]}
-        stopping = stop is not None and not is_last and stop.should_stop(done)
-        if not is_last and (stopping or ckpt_metrics is not None or (
-                config.save_every and done % config.save_every == 0)):
-            if pending is not None:
-                report(*pending)  # logged before the checkpoint, so a resume never repeats it
-                pending = None
-            manager.save(done, state, loader.get_state(), config, metrics=ckpt_metrics)
-        if stopping:  # SIGTERM / SIGINT: the checkpoint of this step is being written; stop
-            manager.wait()
-            log(f"{stop.received}: stopped at step {done}/{total} with a checkpoint in "
-                f"{checkpointing.step_dir(config.workdir, done)}; run the same command again "
-                "to resume")
-            return state, {"interrupted": stop.received, "step": done,
-                           "workdir": config.workdir, "train_time_s": train_time}
-        step = done
+    run: Run
+    evaluator: Evaluator
+    checkpoints: checkpointing.RunCheckpoints
+    loader: Any  # minillm_jax.data.TrainLoader
+    writer: MetricsWriter
+    compile_s: float
 
-    if pending is not None:
-        report(*pending)
-    if budget is not None and total < config.iterations:
-        stop_reason = "time budget"
-    final_step = int(jax.device_get(state.step))
-    manager.save(final_step, state, loader.get_state(), config)
-    max_batches = None if config.final_full_eval else config.eval_batches
-    final_params = eval_params(config, state.opt_state, state.params)  # schedule-free: x, not y
-    result = evaluator(final_params, max_batches)
-    log(f"final eval @ {final_step}: {format_eval(result)}")
-    writer.write(final_step, **{f"final_{k}": v for k, v in result.items()},
-                 steps_run=final_step - start, stop_reason=stop_reason)
-    result.update(step=final_step, workdir=config.workdir, train_time_s=train_time,
-                  steps_run=final_step - start, stop_reason=stop_reason)
-    if config.sample_tokens > 0 and jax.process_index() == 0 and jax.process_count() == 1:
-        from minillm_jax.sampling import generate
+    def __post_init__(self) -> None:
+        c = self.run.config
+        self.config = c
+        self.progress = Progress(self.writer, log_freq=c.run.log_freq,
+                                 tokens_per_step=c.tokens_per_step,
+                                 flops_per_token=model_flops_per_token(
+                                     c, self.run.abstract_state.params))
 
-        text = generate(build_model(config), jax.device_get(final_params), config.sample_prompt,
-                        max_new_tokens=config.sample_tokens,
-                        temperature=config.sample_temperature, top_k=config.sample_top_k,
-                        seed=config.seed)
-        log(f"sample: {text!r}")
-        result["sample"] = text
-    return state, result
+    def train(self, state: TrainState, step_fn: Any, stop: StopSignals) -> dict[str, Any]:
+        """Trains from state.step to the horizon (or the budget, or a stop signal)."""
+        c = self.config.run
+        start = step = int(jax.device_get(state.step))
+        total, stop_reason = c.iterations, "iterations"
+        budget = TimeBudget(self.config, self.compile_s) if c.budget_minutes > 0 else None
+        while step < total:
+            if budget is not None:
+                horizon = budget.horizon(start, step - start) if step > start else None
+                if budget.expired():
+                    total, stop_reason = step, "time budget"
+                    log(f"time budget of {c.budget_minutes} min spent (keeping "
+                        f"{budget.reserve_s:.0f}s for the final eval and save): stopping at step "
+                        f"{step}")
+                    break
+                if horizon is not None:
+                    step_fn, total = self._move_horizon(budget, horizon, total, step - start)
+            batch = to_global(next(self.loader), self.run.mesh, batch_axis=1)
+            state, metrics = step_fn(state, batch)  # dispatched; runs while the last is read
+            self._report(step, metrics, total)
+            step += 1
+            is_last = step == total
+            val_loss = self._evaluate(state, step, total) if (
+                step % c.eval_freq == 0 and not is_last) else None
+            if val_loss is not None:
+                state = state.replace(
+                    opt_state=plateau_observe(self.config.optim, state.opt_state, val_loss))
+            stopping = not is_last and stop.should_stop(step)
+            if not is_last and (stopping or val_loss is not None and c.keep_best or (
+                    c.save_every and step % c.save_every == 0)):
+                self._save(state, step, total, val_loss if c.keep_best else None)
+            if stopping:  # SIGTERM / SIGINT: the checkpoint of this step is being written
+                self.checkpoints.wait()
+                log(f"{stop.received}: stopped at step {step}/{total} with a checkpoint in "
+                    f"{rundir.step_dir(c.workdir, step)}; run the same command again to resume")
+                return {"interrupted": stop.received, "step": step, "workdir": c.workdir,
+                        "train_time_s": self.progress.train_time_s}
+        self._flush(total)
+        if budget is not None and total < c.iterations:
+            stop_reason = "time budget"
+        return self._finish(state, start, stop_reason)
+
+    def _report(self, step: int, metrics: dict, total: int) -> None:
+        try:
+            self.progress.push(step, metrics, total)
+        except NonFiniteLoss as err:
+            raise self._nonfinite(err) from None
+
+    def _flush(self, total: int) -> None:
+        try:
+            self.progress.flush(total)
+        except NonFiniteLoss as err:
+            raise self._nonfinite(err) from None
+
+    def _nonfinite(self, err: NonFiniteLoss) -> TrainingError:
+        return TrainingError(
+            f"{err}: stopping; the last good checkpoint is kept in "
+            f"{rundir.checkpoint_dir(self.config.run.workdir)} (step "
+            f"{self.checkpoints.latest_step()}). Lower lr or enable grad_clip.")
+
+    def _move_horizon(self, budget: TimeBudget, horizon: int, total: int, steps_done: int,
+                      ) -> tuple[Any, int]:
+        log(f"time budget: {budget.step_time_s * 1000:.0f} ms/step measured, lr schedule "
+            f"horizon {total} -> {horizon} steps")
+        compiling = time.perf_counter()
+        step_fn = self.run.compile_train_step(horizon)
+        budget.compile_s = time.perf_counter() - compiling
+        budget.mark(steps_done)
+        return step_fn, horizon
+
+    def _evaluate(self, state: TrainState, step: int, total: int) -> float:
+        """A periodic evaluation on the fixed first eval_batches batches; returns the val loss."""
+        self._flush(total)
+        with self.progress.paused():
+            result = self.evaluator(eval_params(state.opt_state, state.params),
+                                    self.config.run.eval_batches)
+        log(f"eval @ {step}: {format_eval(result)}")
+        self.writer.write(step, **result, **self.progress.totals(step))
+        return result["val_loss"]
+
+    def _save(self, state: TrainState, step: int, total: int, val_loss: float | None) -> None:
+        """An asynchronous checkpoint of `step` (ranked by val_loss with keep_best)."""
+        self._flush(total)  # logged before the checkpoint, so a resume never repeats it
+        metrics = {checkpointing.BEST_METRIC: val_loss} if val_loss is not None else None
+        with self.progress.paused():
+            self.checkpoints.save(step, state, self.loader.get_state(), self.config,
+                                  metrics=metrics)
+
+    def _finish(self, state: TrainState, start: int, stop_reason: str) -> dict[str, Any]:
+        """The final save, the final evaluation (the whole validation set by default), a sample."""
+        c = self.config
+        final_step = int(jax.device_get(state.step))
+        self.checkpoints.save(final_step, state, self.loader.get_state(), c)
+        max_batches = None if c.run.final_full_eval else c.run.eval_batches
+        final_params = eval_params(state.opt_state, state.params)  # schedule-free: x, not y
+        result = self.evaluator(final_params, max_batches)
+        log(f"final eval @ {final_step}: {format_eval(result)}")
+        totals = self.progress.totals(final_step)
+        self.writer.write(final_step, **{f"final_{k}": v for k, v in result.items()},
+                          steps_run=final_step - start, stop_reason=stop_reason, **totals)
+        result.update(step=final_step, workdir=c.run.workdir, train_time_s=totals["train_time_s"],
+                      steps_run=final_step - start, stop_reason=stop_reason)
+        if c.run.sample_tokens > 0 and jax.process_index() == 0 and jax.process_count() == 1:
+            from minillm_jax.sampling import generate
+
+            text = generate(self.run.model, jax.device_get(final_params), c.run.sample_prompt,
+                            max_new_tokens=c.run.sample_tokens,
+                            temperature=c.run.sample_temperature, top_k=c.run.sample_top_k,
+                            seed=c.run.seed)
+            log(f"sample: {text!r}")
+            result["sample"] = text
+        return result

@@ -11,7 +11,7 @@ import pytest
 
 from minillm_jax import model as M
 from minillm_jax.optim import decay_mask
-from minillm_jax.train_step import TrainState, apply_with_stats, make_train_step
+from minillm_jax.train_step import TrainState, features, make_train_step
 from tests.conftest import REPO, tiny_config
 from tests.fast_compile import fast_init, fast_jit
 
@@ -21,7 +21,7 @@ BRAINFORMER = "attn,moe,mlp,moe,mlp,moe"
 
 # Options are combined so that few programs are compiled (compiling dominates CPU test time):
 # every option trains below, and the MoE + weighted-residual llama also goes through the trainer.
-# The gpt variant uses the fused output-layer loss (loss_chunk_size > 0, return_hidden path).
+# The gpt variant uses the fused output-layer loss (loss_chunk_size > 0, the features path).
 VARIANTS = {
     "gpt_moe_top1_weighted_residual": dict(model="gpt", moe_top_k=1, weighted_residual=True,
                                            **MOE),
@@ -32,6 +32,11 @@ VARIANTS = {
 
 def _cfg(**kw):
     return M.ModelConfig(**{**SMALL, **kw})
+
+
+def _logits_and_stats(model, params, x):
+    f = features(model, params, x)
+    return M.head_logits(f.hidden, f.head), f.stats
 
 
 def _fixed_batch():
@@ -119,16 +124,16 @@ def test_scan_and_unrolled_agree_and_token_priority_is_causal():
     kw = dict(model="llama", block_pattern="attn,moe,mlp,moe", moe_n_experts=4,
               moe_capacity_factor=0.5, weighted_residual=True)
     scanned = M.Transformer(_cfg(**kw))
-    unrolled = M.Transformer(_cfg(**kw, scan_layers=False))
+    unrolled = M.Transformer(_cfg(**kw), M.ExecutionConfig(scan_layers=False))
     params = fast_init(scanned)
     idx = jax.random.randint(jax.random.key(1), (2, 16), 0, 64)
     run = lambda m: fast_jit(  # noqa: E731
-        lambda p, x: apply_with_stats(m, {"params": p}, x), params, idx)
+        lambda p, x: _logits_and_stats(m, p, x), params, idx)
     fwd = run(scanned)
     (a, sa), (b, sb) = fwd(params, idx), run(unrolled)(params, idx)
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
     jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6), sa, sb)
-    assert float(sa["dropped_frac"]) > 0.1
+    assert float(sa["moe_dropped_frac"]) > 0.1
     changed, _ = fwd(params, idx.at[:, 10].set((idx[:, 10] + 1) % 64))
     np.testing.assert_allclose(a[:, :10], changed[:, :10], rtol=1e-6, atol=1e-6)
     assert not np.allclose(a[:, 10:], changed[:, 10:])
@@ -155,7 +160,7 @@ def test_sweep_files(name):
             if key != "name":
                 assert key in base, key
                 config[key] = value
-        cfg = M.ModelConfig.from_config(config)
+        cfg = M.ModelConfig.from_flat(config.to_dict())
         assert cfg.n_embd % cfg.n_head == 0
         params = M.abstract_params(M.Transformer(cfg))
         embed = cfg.vocab_size * cfg.n_embd + (2 * cfg.n_layer + 1) * cfg.n_embd  # + norms

@@ -13,12 +13,11 @@ import textwrap
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
 
-from minillm_jax import checkpointing
+from minillm_jax import checkpointing, rundir
 from minillm_jax import config as config_lib
 from minillm_jax.checkpointing import CheckpointError, CheckpointWarning, RunCheckpoints
 from minillm_jax.config import ConfigError
@@ -57,7 +56,7 @@ def abstract(state: TrainState) -> TrainState:
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), state)
 
 
-TOY_CONFIG = ml_collections.ConfigDict({"model": "toy"})
+TOY_CONFIG = tiny_config()  # any valid run config: it is saved beside the toy state
 
 
 def save_toy(workdir, steps, keep=3, **kw) -> dict[int, TrainState]:
@@ -78,9 +77,9 @@ def model_state():
     from minillm_jax.optim import build_optimizer
     from minillm_jax.train_step import init_state
 
-    config = config_lib.resolve(tiny_config(dropout=0.1))
-    tx, _ = build_optimizer(config)
-    shapes = jax.eval_shape(lambda: init_state(build_model(config), tx, seed=0))
+    config = config_lib.build_config(tiny_config(dropout=0.1))
+    tx, _ = build_optimizer(config.optim, config.run.iterations)
+    shapes = jax.eval_shape(lambda: init_state(build_model(config.model), tx, seed=0))
     rng = np.random.default_rng(0)
 
     def fill(x):
@@ -118,22 +117,14 @@ def test_round_trip_is_bitwise_even_after_donation(tmp_path, model_state):
 
 
 _OTHER_DEVICES = textwrap.dedent("""
-    import sys, jax, numpy as np
-    from minillm_jax import checkpointing, sharding
-    from minillm_jax.model import build_model
-    from minillm_jax.optim import build_optimizer
-    from minillm_jax.train_step import init_state
+    import dataclasses, sys, jax, numpy as np
+    from minillm_jax import checkpointing, rundir
+    from minillm_jax.build import build_run
     config, _ = checkpointing.load_config(sys.argv[1])
-    tx, _ = build_optimizer(config)
-    model = build_model(config)
-    abstract = jax.eval_shape(lambda: init_state(model, tx, 0))
-    mesh = sharding.make_mesh(-1, 2)
-    shardings = sharding.tree_shardings(mesh, abstract).replace(
-        step=sharding.replicated(mesh), rng=sharding.replicated(mesh))
-    target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-                          abstract, shardings)
+    config = config.replace(execution=dataclasses.replace(config.execution, mesh_fsdp=2))
+    run = build_run(config)
     state, data_state, step = checkpointing.RunCheckpoints(sys.argv[1]).restore_latest(
-        target, config)
+        run.abstract_state, config)
     wte = state.params["wte"]["embedding"]
     assert len(wte.sharding.device_set) == 4 and not wte.sharding.is_fully_replicated
     expected = np.load(sys.argv[2])
@@ -226,17 +217,17 @@ def test_checkpoint_of_another_model_names_the_fields(tmp_path):
     from minillm_jax.optim import build_optimizer
     from minillm_jax.train_step import init_state
 
-    saved = config_lib.resolve(tiny_config(n_embd=64, n_head=4))
+    saved = config_lib.build_config(tiny_config(n_embd=64, n_head=4))
     zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
-                         abstract_params(build_model(saved)))
+                         abstract_params(build_model(saved.model)))
     checkpointing.save_params(str(tmp_path), saved, zeros, step=4)
 
     def target(config):
-        tx, _ = build_optimizer(config)
-        return jax.eval_shape(lambda: init_state(build_model(config), tx, 0))
+        tx, _ = build_optimizer(config.optim, config.run.iterations)
+        return jax.eval_shape(lambda: init_state(build_model(config.model), tx, 0))
 
     ckpts = RunCheckpoints(str(tmp_path))
-    other = config_lib.resolve(tiny_config(n_embd=32, n_head=4))
+    other = config_lib.build_config(tiny_config(n_embd=32, n_head=4))
     with pytest.raises(CheckpointError) as err:
         ckpts.restore_latest(target(other), other)
     message = str(err.value)
@@ -246,11 +237,11 @@ def test_checkpoint_of_another_model_names_the_fields(tmp_path):
         "(2, 32, 96)" in message
     assert "--config.resume=False --config.overwrite=True" in message
     # same shapes, different heads: still refused, by field
-    heads = config_lib.resolve(tiny_config(n_embd=64, n_head=8))
+    heads = config_lib.build_config(tiny_config(n_embd=64, n_head=8))
     with pytest.raises(CheckpointError, match="n_head=4 in the checkpoint vs 8 in the config"):
         ckpts.restore_latest(target(heads), heads)
     # dropout may change on resume; a params-only checkpoint restores with opt_state None
-    resumed = config_lib.resolve(tiny_config(n_embd=64, n_head=4, dropout=0.2))
+    resumed = config_lib.build_config(tiny_config(n_embd=64, n_head=4, dropout=0.2))
     state, data_state, step = ckpts.restore_latest(target(resumed), resumed)
     assert step == 4 and state.opt_state is None and data_state is None
     assert ckpts.steps() == [4]  # nothing was set aside
@@ -268,11 +259,11 @@ def test_resume_false_refuses_an_existing_run(tmp_path):
                        r"\(checkpoints for steps \[5\]\): pass --config.overwrite=True"):
         train(config)
     assert os.path.isdir(workdir / "checkpoints" / "5")
-    checkpointing.prepare_run(str(workdir), resume=False, overwrite=True)
+    rundir.prepare_run(str(workdir), resume=False, overwrite=True)
     assert not os.path.exists(workdir / "checkpoints")
     assert not os.path.exists(workdir / "metrics.jsonl")
     assert not os.path.exists(workdir / "wandb_id.txt")
-    checkpointing.prepare_run(str(workdir), resume=False, overwrite=False)  # now empty: fine
+    rundir.prepare_run(str(workdir), resume=False, overwrite=False)  # now empty: fine
 
 
 _WRITE_FAILURE = textwrap.dedent("""
@@ -316,11 +307,11 @@ def test_trim_metrics_for_resume(tmp_path):
     lines.insert(10, json.dumps({"step": 10, "val_loss": 2.0}))
     lines.append(json.dumps({"step": 12, "final_val_loss": 1.0}))
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + '\n{"step": 13, "train_lo')
-    assert checkpointing.trim_metrics(str(tmp_path), 10) == 4
+    assert rundir.trim_metrics(str(tmp_path), 10) == 4
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == list(range(1, 11)) + [10]
     # resuming a finished run at its last step drops only the final eval, written again
     (tmp_path / "metrics.jsonl").write_text("\n".join(lines) + "\n")
-    checkpointing.trim_metrics(str(tmp_path), 12)
+    rundir.trim_metrics(str(tmp_path), 12)
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert records[-1] == {"step": 12, "train_loss": 12.0}

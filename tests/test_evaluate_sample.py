@@ -25,10 +25,10 @@ def run_dir(tmp_path_factory, shakespeare_dir):
     from minillm_jax.model import abstract_params, build_model
 
     workdir = str(tmp_path_factory.mktemp("run"))
-    config = config_lib.resolve(tiny_config(data_dir=shakespeare_dir, workdir=workdir))
+    config = config_lib.build_config(tiny_config(data_dir=shakespeare_dir, workdir=workdir))
     rng = np.random.default_rng(0)
     params = jax.tree.map(lambda s: (0.02 * rng.normal(size=s.shape)).astype(s.dtype),
-                          abstract_params(build_model(config)))
+                          abstract_params(build_model(config.model)))
     checkpointing.save_params(workdir, config, params, step=12)
     return workdir
 

@@ -1,4 +1,4 @@
-"""Architecture facts of GPTBase and Llama (REFERENCE §2-4)."""
+"""Architecture facts of GPTBase and Llama (docs/llm-baselines.md#gptbase-architecture-and-initialisation)."""
 
 import math
 
@@ -20,11 +20,10 @@ def test_parameter_counts_match_llm_baselines(name, n_layer, expected):
 
 
 def test_best_config_count():
-    from minillm_jax.config import load_config
+    from minillm_jax.config import build_config, load_config
     from tests.conftest import REPO
 
-    config = load_config(REPO / "configs" / "best.py")
-    cfg = M.ModelConfig.from_config(config)
+    cfg = build_config(load_config(REPO / "configs" / "best.py")).model
     assert M.num_params(M.abstract_params(M.Transformer(cfg)), cfg) == 166_063_872
 
 
@@ -109,7 +108,7 @@ def test_layernorm_and_rmsnorm_eps():
 
 def test_scan_and_unrolled_give_same_logits():
     _, model, params = _tiny(model="llama")
-    unrolled = M.Transformer(M.ModelConfig(**{**model.cfg.__dict__, "scan_layers": False}))
+    unrolled = M.Transformer(model.cfg, M.ExecutionConfig(scan_layers=False))
     idx = jax.random.randint(jax.random.key(1), (2, 16), 0, 128)
     np.testing.assert_allclose(_fwd(model)(params, idx), _fwd(unrolled)(params, idx),
                                rtol=1e-5, atol=1e-5)
@@ -118,7 +117,7 @@ def test_scan_and_unrolled_give_same_logits():
 @pytest.mark.parametrize("remat", ["full", "save_dots"])
 def test_remat_policies_keep_gradients(remat):
     cfg, model, params = _tiny(model="gpt")
-    remat_model = M.Transformer(M.ModelConfig(**{**cfg.__dict__, "remat": remat}))
+    remat_model = M.Transformer(cfg, M.ExecutionConfig(remat=remat))
     idx = jax.random.randint(jax.random.key(1), (2, 16), 0, 128)
     loss = lambda m: jax.jit(jax.grad(lambda p: m.apply({"params": p}, idx).mean()))  # noqa: E731
     g1 = loss(model)(params)
@@ -130,7 +129,7 @@ def test_bf16_compute_close_to_float32():
     """bf16 activations/matmuls (float32 params, logits and norms): logits within 5e-2 absolute
     of float32 for this small model (bf16 has an 8-bit mantissa: ~4e-3 relative per op)."""
     cfg, model, params = _tiny(model="llama")
-    bf16 = M.Transformer(M.ModelConfig(**{**cfg.__dict__, "compute_dtype": "bfloat16"}))
+    bf16 = M.Transformer(cfg, M.ExecutionConfig(compute_dtype="bfloat16"))
     idx = jax.random.randint(jax.random.key(1), (2, 16), 0, 128)
     a = _fwd(model)(params, idx)
     b = _fwd(bf16)(params, idx)
@@ -151,8 +150,10 @@ def test_attention_dropout_only_in_training():
 
 
 def test_sequence_longer_than_table_is_rejected():
-    from minillm_jax.config import ConfigError
+    """Checked before tracing (the model itself raises no configuration errors)."""
+    from minillm_jax.config import ConfigError, check_sequence_fits
 
-    _, model, params = _tiny()
+    cfg, _, _ = _tiny()
+    check_sequence_fits(cfg, 16)
     with pytest.raises(ConfigError, match="longer than sequence_length=16"):
-        model.apply({"params": params}, jnp.zeros((1, 17), jnp.int32))
+        check_sequence_fits(cfg, 17)

@@ -26,7 +26,7 @@ def _cfg(**kw):
 
 def _layer_and_params(cfg, seed=0, compile=True):
     """A standalone MoE layer with O(1) random weights (decisive routing, visible outputs)."""
-    layer = moe.MoE(cfg, train=False)
+    layer = moe.MoE(cfg, M.ExecutionConfig(), train=False)
     x = jax.random.normal(jax.random.key(seed), (B, T, C))
     shapes = jax.eval_shape(lambda: layer.init(jax.random.key(0), x)["params"])
     leaves, tree = jax.tree.flatten(shapes)
@@ -35,7 +35,7 @@ def _layer_and_params(cfg, seed=0, compile=True):
                                        for k, l in zip(keys, leaves)])
     if not compile:
         return None, params, x
-    fwd = fast_jit(lambda p, x: layer.apply({"params": p}, x, mutable=["intermediates"]), params, x)
+    fwd = fast_jit(lambda p, x: layer.apply({"params": p}, x), params, x)  # -> (y, stats)
     return fwd, params, x
 
 
@@ -99,8 +99,7 @@ def test_capacity_routing_matches_reference(style, top_k, factor, priority, bias
                bias=bias)
     fwd, params, x = _layer_and_params(cfg)
     cap = moe.capacity(T, E, top_k, factor)
-    y, state = fwd(params, x)
-    stats = moe.collect_stats(state["intermediates"])
+    y, stats = fwd(params, x)
     ref, ref_dropped, ref_z = _reference(params, x, cfg, cap)
     if factor < 2.0:
         assert ref_dropped > 0.05  # the case exercises dropping
@@ -128,10 +127,10 @@ def test_dropless_matches_reference(style, top_k, bias):
     cfg = _cfg(model=style, moe_top_k=top_k, moe_capacity_factor=0.0, bias=bias)
     assert cfg.moe_impl_resolved == "dropless"
     fwd, params, x = _layer_and_params(cfg)
-    y, state = fwd(params, x)
+    y, stats = fwd(params, x)
     ref, _, _ = _reference(params, x, cfg, cap=None)
     np.testing.assert_allclose(y, ref, rtol=1e-4, atol=1e-4)
-    assert float(moe.collect_stats(state["intermediates"])["dropped_frac"]) == 0.0
+    assert float(stats["dropped_frac"]) == 0.0
 
 
 def test_slot_positions_by_priority():
@@ -165,8 +164,7 @@ def test_zero_router_gives_uniform_probabilities_and_aux_one():
     cfg = _cfg()
     fwd, params, x = _layer_and_params(cfg)
     params = {**params, "router": {"kernel": jnp.zeros_like(params["router"]["kernel"])}}
-    _, state = fwd(params, x)
-    stats = moe.collect_stats(state["intermediates"])
+    _, stats = fwd(params, x)
     assert float(stats["aux_loss"]) == pytest.approx(1.0, abs=1e-6)
     assert float(stats["z_loss"]) == pytest.approx(math.log(E) ** 2, rel=1e-6)
 
@@ -194,12 +192,12 @@ def test_param_layout_and_active_counts():
 
 def test_config_files_counts():
     """configs/moe.py is compute-matched with best.py; brainformer has 3 MoE sublayers/block."""
-    from minillm_jax.config import load_config
+    from minillm_jax.config import build_config, load_config
     from tests.conftest import REPO
 
     counts = {}
     for name in ("best", "moe", "brainformer"):
-        cfg = M.ModelConfig.from_config(load_config(REPO / "configs" / f"{name}.py"))
+        cfg = build_config(load_config(REPO / "configs" / f"{name}.py")).model
         params = M.abstract_params(M.Transformer(cfg))
         counts[name] = (M.num_params(params, cfg), active_params(params, cfg))
     assert counts["best"] == (166_063_872, 166_063_872)

@@ -55,7 +55,7 @@ def test_parametric_fit_optimum_and_loss():
 
 
 def test_param_counts_match_llm_baselines():
-    # REFERENCE §0: the winner's tied llama-18L is 166,063,872; the organizers' GPT-24L 208,540,416.
+    # docs/llm-baselines.md#sources-and-versions: the winner's tied llama-18L is 166,063,872; the organizers' GPT-24L 208,540,416.
     assert planner.param_count(18, 768, 12, model="llama") == 166_063_872
     assert planner.param_count(24, 768, 12, model="gpt") == 208_540_416
     c, v = 512, 50304  # GPT: per layer 12 C^2 + 2 C (two norms), plus ln_f and the V x C embedding

@@ -11,13 +11,15 @@ from minillm_jax.train_step import init_state, make_eval_step, make_train_step
 
 
 class _FixedLogits:
-    """Stands in for a model: returns the given logits whatever the input."""
+    """Stands in for a model: features whose output layer gives the given logits (hidden states
+    = the logits, output matrix = the identity) whatever the input."""
 
     def __init__(self, logits):
         self.logits = logits
 
-    def apply(self, variables, x, train=False):
-        return self.logits
+    def apply(self, variables, x, train=False, rngs=None, method=None):
+        eye = jnp.eye(self.logits.shape[-1], dtype=self.logits.dtype)
+        return M.Features(self.logits, eye, jnp.zeros(()), {})
 
 
 def test_eval_metrics_against_hand_computation():

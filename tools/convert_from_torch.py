@@ -46,10 +46,10 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> None:
-    from minillm_jax import checkpointing
+    from minillm_jax import checkpointing, rundir
     from minillm_jax.export import ConversionError, llm_baselines
 
-    ckpt_dir = checkpointing.checkpoint_dir(args.workdir)
+    ckpt_dir = rundir.checkpoint_dir(args.workdir)
     if os.path.isdir(ckpt_dir) and os.listdir(ckpt_dir):
         raise ConversionError(f"{ckpt_dir} already holds checkpoints: choose an empty --workdir")
     config = build_config(args)

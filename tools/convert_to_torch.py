@@ -20,19 +20,19 @@ import sys
 
 
 def _load(workdir: str, step: int | None, fmt: str):
-    from minillm_jax import checkpointing, export
+    from minillm_jax import checkpointing, export, rundir
     from minillm_jax.export import ConversionError
 
-    ckpt_dir = checkpointing.checkpoint_dir(workdir)
+    ckpt_dir = rundir.checkpoint_dir(workdir)
     steps = sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) if os.path.isdir(
         ckpt_dir) else []
     if not steps:
         raise ConversionError(f"no checkpoint in {ckpt_dir}: pass the run's workdir")
     if step is not None and step not in steps:
         raise ConversionError(f"no checkpoint for step {step} in {ckpt_dir}; steps: {steps}")
-    config, _ = checkpointing.load_config(workdir, step)
+    saved, _ = checkpointing.load_config_dict(workdir, step)
     # an unknown architecture (or unreadable model fields) is refused before restoring weights
-    export.architectures.lookup(export.model_config(config), fmt)
+    export.architectures.lookup(export.model_config(saved), fmt)
     return checkpointing.load_params(workdir, step)
 
 

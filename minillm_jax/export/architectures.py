@@ -2,7 +2,7 @@
 
 Formats:
   llm-baselines  epfml/llm-baselines GPTBase (`--model base`) and Llama (`--model llama2`),
-                 REFERENCE §4: Linear weights (out, in), wte and lm_head both present.
+                 docs/llm-baselines.md#state-dict-names-and-shapes: Linear weights (out, in), wte and lm_head both present.
   hf             Hugging Face transformers GPT2LMHeadModel / LlamaForCausalLM.
 
 To add an architecture (e.g. MoE blocks): write its `*_rules(cfg)` function(s), its

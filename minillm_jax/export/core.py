@@ -13,15 +13,23 @@ from minillm_jax.export.errors import ConversionError
 from minillm_jax.export.mapping import (
     check_rules_cover, check_tree, expected_torch_shapes, flatten, from_state_dict, to_numpy,
     to_state_dict, unflatten)
+from minillm_jax.config import MODEL_ALIASES, TrainConfig
 from minillm_jax.model import ModelConfig, Transformer, abstract_params
 
 
-def model_config(config: ml_collections.ConfigDict | ModelConfig) -> ModelConfig:
+def model_config(config: ml_collections.ConfigDict | Mapping[str, Any] | TrainConfig | ModelConfig,
+                 ) -> ModelConfig:
     """The architecture of a run config (or a ModelConfig, returned as is)."""
     if isinstance(config, ModelConfig):
         return config
+    if isinstance(config, TrainConfig):
+        return config.model
+    flat = config.to_dict() if isinstance(config, ml_collections.ConfigDict) else dict(config)
+    if "model" in flat and flat["model"] not in MODEL_ALIASES:
+        raise ConversionError(f"unknown architecture {flat['model']!r}: the converter knows "
+                              f"{sorted(MODEL_ALIASES)}")
     try:
-        return ModelConfig.from_config(config)
+        return ModelConfig.from_flat(flat)
     except (TypeError, ValueError) as err:
         raise ConversionError(f"cannot read the model fields of the config: {err}") from err
 

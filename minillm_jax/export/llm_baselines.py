@@ -1,4 +1,4 @@
-"""epfml/llm-baselines (LauzHack-era code, REFERENCE §2-4): state dicts, args, checkpoints.
+"""epfml/llm-baselines (LauzHack-era code, docs/llm-baselines.md#state-dict-names-and-shapes): state dicts, args, checkpoints.
 
 Export writes `torch.save(state_dict)` with llm-baselines' exact keys, shapes and dtype (float32),
 `transformer.wte.weight` and `lm_head.weight` being the same tensor (as in the tied torch model),
@@ -27,6 +27,7 @@ from typing import Any, Mapping
 import ml_collections
 
 from minillm_jax import config as config_lib
+from minillm_jax.config import TrainConfig, build_config
 from minillm_jax.export.architectures import LLM_BASELINES
 from minillm_jax.export.core import export_arrays, import_arrays, model_config
 from minillm_jax.export.errors import ConversionError
@@ -48,27 +49,24 @@ _BUFFERS = (re.compile(r"^transformer\.h\.\d+\.attn\.bias$"), re.compile(r"(^|\.
 # --------------------------------------------------------------------------- export
 
 
-def args_for(config: ml_collections.ConfigDict) -> tuple[dict[str, Any], list[str]]:
+def args_for(config: ml_collections.ConfigDict | TrainConfig) -> tuple[dict[str, Any], list[str]]:
     """llm-baselines command-line arguments (name -> value) of a run config, and notes."""
-    cfg = model_config(config)
+    config = build_config(config)
+    cfg, optim, flat = config.model, config.optim, config.to_dict()
     notes = []
     args: dict[str, Any] = {"model": MODEL_NAMES[cfg.model]}
     args.update({k: getattr(cfg, k) for k in ARCH_ARGS})
     if cfg.model == "llama":
         args.update({k: getattr(cfg, k) for k in LLAMA_ARGS})
-    for key in TRAIN_ARGS:
-        if key in config:
-            args[key] = config[key]
-    scheduler = config.get("scheduler", "cos")
-    if scheduler == "none":
-        scheduler = "constant"
-    if scheduler in LLM_BASELINES_SCHEDULERS:
-        args["scheduler"] = LLM_BASELINES_SCHEDULERS[scheduler]
+    args.update({k: flat[k] for k in TRAIN_ARGS})
+    if optim.scheduler in LLM_BASELINES_SCHEDULERS:
+        args["scheduler"] = LLM_BASELINES_SCHEDULERS[optim.scheduler]
     else:
-        notes.append(f"scheduler {scheduler!r} has no llm-baselines equivalent: not in the args")
-    if config.get("div_factor", 100.0) != 100.0 or config.get("final_div_factor", 0.1) != 0.1:
+        notes.append(f"scheduler {optim.scheduler!r} has no llm-baselines equivalent: not in the "
+                     "args")
+    if optim.div_factor != 100.0 or optim.final_div_factor != 0.1:
         notes.append("div_factor/final_div_factor differ from llm-baselines' hard-coded 100/0.1")
-    if config.get("dataset") == "slimpajama":
+    if config.data.dataset == "slimpajama":
         args["dataset"] = "slimpajama"
     return args, notes
 
@@ -223,10 +221,10 @@ def config_from_args(args: Mapping[str, Any], base: ml_collections.ConfigDict,
         config.dataset = "slimpajama"
     if untied is None:  # HEAD's --untied_embeds, else whatever `base` says
         untied = (_as_bool("untied_embeds", args.get("untied_embeds", False))
-                  or not config.get("tie_embeddings", True))
+                  or not config.tie_embeddings)
     config.tie_embeddings = not untied
     try:
-        config_lib.validate(config)
+        config_lib.build_config(config)
     except config_lib.ConfigError as err:
         raise ConversionError(f"the resulting config is invalid: {err}") from err
     return config

@@ -1,4 +1,5 @@
-"""The optimizer named by config.opt, with llm-baselines' weight-decay groups (REFERENCE §5).
+"""The optimizer named by OptimConfig.opt, with llm-baselines' weight-decay groups
+(docs/llm-baselines.md#optimizer-groups-and-the-training-step).
 
 Every optimizer is `chain(clip_by_global_norm(grad_clip) if grad_clip > 0, <opt>, <plateau scale>
 if plateau)`; weight decay is decoupled and applied with `decay_mask` (Dense kernels only).
@@ -10,25 +11,16 @@ from __future__ import annotations
 from typing import Any
 
 import jax
-import ml_collections
 import optax
 
-from minillm_jax.config import ConfigError
+from minillm_jax.config import OPTIMIZERS, ConfigError, OptimConfig
 from minillm_jax.optim.adam8bit import adamw_8bit, tree_bytes
 from minillm_jax.optim.muon import muon
-from minillm_jax.optim.plateau import plateau_enabled, plateau_from_config
+from minillm_jax.optim.plateau import plateau_from_config
 from minillm_jax.optim.schedules import build_schedule
 
-OPTIMIZERS = ("adamw", "sgd", "sfadamw", "lion", "muon", "adamw8bit")
-
-# Defaults of the fields appended to configs/base.py, for configs written before they existed.
-OPT_DEFAULTS = dict(lion_beta2=0.99, muon_lr=0.02, muon_momentum=0.95, muon_ns_steps=5,
-                    muon_weight_decay=0.0, adam8bit_block_size=256, adam8bit_min_size=4096,
-                    adam8bit_stochastic_round=True)
-
-
-def _field(config, name):
-    return config.get(name, OPT_DEFAULTS[name])
+__all__ = ["OPTIMIZERS", "build_optimizer", "decay_mask", "eval_params", "matrix_mask",
+           "optimizer_state_bytes"]
 
 
 def decay_mask(params: Any) -> Any:
@@ -48,7 +40,7 @@ def matrix_mask(params: Any) -> Any:
     return jax.tree_util.tree_map_with_path(is_matrix, params)
 
 
-def _base_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
+def _base_optimizer(config: OptimConfig, schedule: optax.Schedule,
                     tail: list[optax.GradientTransformation]) -> optax.GradientTransformation:
     """config.opt without clipping; `tail` (the plateau scale) is applied to its lr-scaled
     updates (inside schedule-free's base optimizer for sfadamw)."""
@@ -62,19 +54,19 @@ def _base_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
     elif opt == "adamw8bit":
         tx = adamw_8bit(schedule, b1=config.beta1, b2=config.beta2, eps=config.eps,
                         weight_decay=wd, mask=decay_mask,
-                        block_size=int(_field(config, "adam8bit_block_size")),
-                        min_size=int(_field(config, "adam8bit_min_size")),
-                        stochastic_round=bool(_field(config, "adam8bit_stochastic_round")),
+                        block_size=config.adam8bit_block_size,
+                        min_size=config.adam8bit_min_size,
+                        stochastic_round=config.adam8bit_stochastic_round,
                         quantize=matrix_mask)
     elif opt == "lion":
-        tx = optax.lion(schedule, b1=config.beta1, b2=_field(config, "lion_beta2"),
+        tx = optax.lion(schedule, b1=config.beta1, b2=config.lion_beta2,
                         weight_decay=wd, mask=decay_mask)
     elif opt == "muon":
-        ratio = float(_field(config, "muon_lr")) / config.lr if config.lr else 0.0
+        ratio = config.muon_lr / config.lr if config.lr else 0.0
         tx = muon(lambda step: schedule(step) * ratio, schedule,
-                  momentum=_field(config, "muon_momentum"),
-                  ns_steps=int(_field(config, "muon_ns_steps")),
-                  weight_decay=_field(config, "muon_weight_decay"),
+                  momentum=config.muon_momentum,
+                  ns_steps=config.muon_ns_steps,
+                  weight_decay=config.muon_weight_decay,
                   adam_b1=config.beta1, adam_b2=config.beta2, adam_eps=config.eps,
                   adam_weight_decay=wd, adam_mask=decay_mask)
     elif opt == "sfadamw":
@@ -94,20 +86,21 @@ def _base_optimizer(config: ml_collections.ConfigDict, schedule: optax.Schedule,
     return optax.chain(tx, *tail)
 
 
-def build_optimizer(config: ml_collections.ConfigDict,
+def build_optimizer(config: OptimConfig, iterations: int,
                     ) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """Returns (optimizer, base lr schedule); clipping by global norm first when grad_clip > 0.
+    """Returns (optimizer, base lr schedule) for a run of `iterations` steps (the schedule's
+    horizon); clipping by global norm first when grad_clip > 0.
 
     With a plateau scale the lr applied is schedule(step) * lr_scale(opt_state): log
     minillm_jax.optim.current_lr(opt_state, schedule, step).
     """
     try:
-        schedule = build_schedule(config)
-        tail = [plateau_from_config(config)] if plateau_enabled(config) else []
+        schedule = build_schedule(config, iterations)
+        tail = [plateau_from_config(config)] if config.uses_plateau else []
         tx = _base_optimizer(config, schedule, tail)
     except ConfigError:
         raise
-    except ValueError as e:  # bad schedule or plateau fields, with optax's or our message
+    except ValueError as e:  # a schedule that cannot fit this horizon, with its own message
         raise ConfigError(str(e)) from e
     if config.grad_clip > 0:
         tx = optax.chain(optax.clip_by_global_norm(config.grad_clip), tx)
@@ -118,12 +111,11 @@ def _is_schedule_free(x) -> bool:
     return isinstance(x, optax.contrib.ScheduleFreeState)
 
 
-def eval_params(config: ml_collections.ConfigDict, opt_state: Any, params: Any) -> Any:
+def eval_params(opt_state: Any, params: Any) -> Any:
     """The parameters to evaluate, sample from and export: schedule-free's averaged x sequence
     (optax.contrib.schedule_free_eval_params) for opt=sfadamw, `params` itself otherwise or when
     there is no optimizer state. Jittable. Training and resuming keep using `params` (y) and
     opt_state (which holds z)."""
-    del config  # the state says whether the optimizer is schedule-free
     if opt_state is None:
         return params
     nodes = [s for s in jax.tree.leaves(opt_state, is_leaf=_is_schedule_free)
@@ -133,7 +125,7 @@ def eval_params(config: ml_collections.ConfigDict, opt_state: Any, params: Any) 
     return optax.contrib.schedule_free_eval_params(nodes[0], params)
 
 
-def optimizer_state_bytes(config: ml_collections.ConfigDict, params: Any) -> int:
+def optimizer_state_bytes(config: OptimConfig, params: Any, iterations: int = 1) -> int:
     """Bytes of the optimizer state for `params` (arrays or ShapeDtypeStructs), not allocated."""
-    tx, _ = build_optimizer(config)
+    tx, _ = build_optimizer(config, iterations)
     return tree_bytes(jax.eval_shape(tx.init, params))

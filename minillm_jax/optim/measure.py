@@ -16,30 +16,25 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from minillm_jax.config import load_config
+from minillm_jax.config import OPTIMIZERS, ModelConfig, OptimConfig, base_defaults, build_config
 from minillm_jax.losses import cross_entropy
-from minillm_jax.model import ModelConfig, Transformer, abstract_params, count_params, init_params
-from minillm_jax.optim.factory import OPTIMIZERS, build_optimizer, optimizer_state_bytes
-
-BASE = Path(__file__).resolve().parents[2] / "configs" / "base.py"
+from minillm_jax.model import Transformer, abstract_params, count_params, init_params
+from minillm_jax.optim.factory import build_optimizer, optimizer_state_bytes
 
 
 def state_bytes_table() -> dict[str, int]:
-    config = load_config(BASE)
-    params = abstract_params(Transformer(ModelConfig.from_config(config)))
+    params = abstract_params(Transformer(ModelConfig()))  # configs/base.py: the 124M GPT
     print(f"124M GPT: {count_params(params):,} parameters "
           f"({count_params(params) * 4 / 2**20:.1f} MiB float32)")
     table = {}
     for opt in OPTIMIZERS:
-        config.opt = opt
-        table[opt] = optimizer_state_bytes(config, params)
+        table[opt] = optimizer_state_bytes(OptimConfig(opt=opt), params)
     for opt, n in table.items():
         print(f"  opt={opt:10s} state {n:>12,d} B = {n / 2**20:7.1f} MiB "
               f"({table['adamw'] / n:.2f}x smaller than adamw)")
@@ -60,14 +55,14 @@ def synthetic_batches(steps: int, batch: int, seq: int, vocab: int, seed: int = 
 
 
 def loss_curve(opt: str, steps: int, **overrides) -> tuple[float, float]:
-    config = load_config(BASE)
-    config.update(dict(n_layer=2, n_embd=128, n_head=4, vocab_size=512, sequence_length=64,
-                       opt=opt, lr=3e-3, iterations=steps, warmup_percent=0.05))
-    config.update(overrides)
-    model = Transformer(ModelConfig.from_config(config))
+    flat = {**base_defaults(), **dict(n_layer=2, n_embd=128, n_head=4, vocab_size=512,
+                                      sequence_length=64, opt=opt, lr=3e-3, iterations=steps,
+                                      warmup_percent=0.05), **overrides}
+    config = build_config(flat)
+    model = Transformer(config.model)
     params = init_params(model, jax.random.PRNGKey(0))
-    xs, ys = synthetic_batches(steps, 16, config.sequence_length, config.vocab_size)
-    tx, _ = build_optimizer(config)
+    xs, ys = synthetic_batches(steps, 16, config.model.sequence_length, config.model.vocab_size)
+    tx, _ = build_optimizer(config.optim, steps)
 
     def loss_fn(p, x, y):
         return cross_entropy(model.apply({"params": p}, x, train=False), y).mean()

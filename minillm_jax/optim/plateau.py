@@ -7,7 +7,7 @@ the plateau logic is split in two:
   state is optax.contrib's ReduceLROnPlateauState; its update only multiplies the updates by
   `state.scale` (1 until the first reduction). It never reads a loss, so the train step calls
   `tx.update(grads, opt_state, params)` as usual.
-- `plateau_observe(config, opt_state, val_loss)` feeds one validation loss to every plateau state
+- `plateau_observe(cfg, opt_state, val_loss)` feeds one validation loss to every plateau state
   found in `opt_state` (optax.contrib.reduce_on_plateau's rule with accumulation_size=1, so
   patience counts evaluations) and returns the new opt_state; all other leaves are returned as
   they are (same arrays, no copy). The trainer calls it after each evaluation.
@@ -25,27 +25,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from optax.contrib import ReduceLROnPlateauState
 
-PLATEAU_DEFAULTS = dict(plateau=False, plateau_factor=0.5, plateau_patience=3,
-                        plateau_min_scale=0.01, plateau_rtol=1e-4, plateau_cooldown=0)
+from minillm_jax.config import OptimConfig
 
-
-def _field(config, name):
-    return config.get(name, PLATEAU_DEFAULTS[name])
-
-
-def plateau_enabled(config: ml_collections.ConfigDict) -> bool:
-    """plateau=True, or scheduler='plateau' (a constant base lr with the plateau scale)."""
-    return bool(_field(config, "plateau")) or config.scheduler == "plateau"
-
-
-def _plateau_params(config) -> tuple:
-    return (float(_field(config, "plateau_factor")), int(_field(config, "plateau_patience")),
-            float(_field(config, "plateau_rtol")), int(_field(config, "plateau_cooldown")),
-            float(_field(config, "plateau_min_scale")))
+def _plateau_params(cfg: OptimConfig) -> tuple:
+    return (float(cfg.plateau_factor), int(cfg.plateau_patience), float(cfg.plateau_rtol),
+            int(cfg.plateau_cooldown), float(cfg.plateau_min_scale))
 
 
 @functools.lru_cache(maxsize=None)
@@ -76,8 +63,8 @@ def scale_by_plateau(factor: float = 0.5, patience: int = 3, rtol: float = 1e-4,
     return optax.GradientTransformation(init_fn, update_fn)
 
 
-def plateau_from_config(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    return scale_by_plateau(*_plateau_params(config))
+def plateau_from_config(cfg: OptimConfig) -> optax.GradientTransformation:
+    return scale_by_plateau(*_plateau_params(cfg))
 
 
 def _is_plateau(x) -> bool:
@@ -96,10 +83,10 @@ def _observe_fn(params: tuple):
     return observe
 
 
-def plateau_observe(config: ml_collections.ConfigDict, opt_state: Any, val_loss: Any) -> Any:
+def plateau_observe(cfg: OptimConfig, opt_state: Any, val_loss: Any) -> Any:
     """opt_state with every plateau state updated by one validation loss (host or device
     scalar). A no-op (returns opt_state itself) when the optimizer has no plateau scale."""
-    observe = _observe_fn(_plateau_params(config))
+    observe = _observe_fn(_plateau_params(cfg))
     return jax.tree.map(lambda s: observe(s, val_loss) if _is_plateau(s) else s,
                         opt_state, is_leaf=_is_plateau)
 

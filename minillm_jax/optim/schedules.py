@@ -1,6 +1,6 @@
 """Learning-rate schedules as optax schedules (step -> lr), selected by config.scheduler.
 
-`cos` and `linear` are torch's OneCycleLR exactly as llm-baselines configures it (REFERENCE §6):
+`cos` and `linear` are torch's OneCycleLR exactly as llm-baselines configures it (docs/llm-baselines.md#learning-rate-schedule):
 warm-up from lr/div_factor to lr, then anneal to lr/div_factor/final_div_factor, both phases with
 the same shape (the warm-up is cosine-shaped too). optax.cosine_onecycle_schedule differs (its
 warm-up boundaries are not torch's `pct*N - 1` / `N - 1`), hence this closed form.
@@ -22,20 +22,9 @@ peak `lr`, minimum `lr/div_factor/final_div_factor` (lr/10 with the defaults).
 from __future__ import annotations
 
 import jax.numpy as jnp
-import ml_collections
 import optax
 
-# Schedule names beyond cos | linear | constant (config.validate accepts these).
-SCHEDULE_NAMES: tuple[str, ...] = ("sgdr", "wsd", "plateau")
-WSD_SHAPES = ("linear", "cosine", "1-sqrt")
-
-# Defaults of the fields appended to configs/base.py, for configs written before they existed.
-SCHEDULE_DEFAULTS = dict(sgdr_first_cycle=0.25, sgdr_cycle_mult=1.0, sgdr_peak_decay=1.0,
-                         wsd_decay_frac=0.2, wsd_decay_shape="1-sqrt")
-
-
-def _field(config, name):
-    return config.get(name, SCHEDULE_DEFAULTS[name])
+from minillm_jax.config import WSD_SHAPES, OptimConfig
 
 
 def _anneal(kind: str, start, end, pct):
@@ -153,25 +142,22 @@ def wsd(peak_lr: float, total_steps: int, warmup_steps: int, decay_steps: int,
     return lambda step: jnp.asarray(joined(step), jnp.float32)
 
 
-def build_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    """The base lr schedule named by config.scheduler (the plateau scale, if any, is applied on
-    top by the optimizer: see minillm_jax.optim.plateau.current_lr)."""
-    name = config.scheduler
-    n = int(config.iterations)
-    initial = config.lr / config.div_factor
-    final = initial / config.final_div_factor
-    warmup = int(round(config.warmup_percent * n))
+def build_schedule(cfg: OptimConfig, iterations: int) -> optax.Schedule:
+    """The base lr schedule named by cfg.scheduler over a run of `iterations` steps (the plateau
+    scale, if any, is applied on top by the optimizer: see minillm_jax.optim.plateau.current_lr)."""
+    name, n = cfg.scheduler, int(iterations)
+    initial = cfg.lr / cfg.div_factor
+    final = initial / cfg.final_div_factor
+    warmup = int(round(cfg.warmup_percent * n))
     if name in ("cos", "linear"):
-        return onecycle(config.lr, n, config.warmup_percent, name,
-                        config.div_factor, config.final_div_factor)
-    if name in ("constant", "none", "plateau"):
-        return optax.constant_schedule(config.lr)
+        return onecycle(cfg.lr, n, cfg.warmup_percent, name, cfg.div_factor,
+                        cfg.final_div_factor)
+    if name in ("constant", "plateau"):
+        return optax.constant_schedule(cfg.lr)
     if name == "sgdr":
-        return sgdr(config.lr, n, _field(config, "sgdr_first_cycle"),
-                    _field(config, "sgdr_cycle_mult"), _field(config, "sgdr_peak_decay"),
+        return sgdr(cfg.lr, n, cfg.sgdr_first_cycle, cfg.sgdr_cycle_mult, cfg.sgdr_peak_decay,
                     warmup_steps=warmup, init_lr=initial, min_lr=final)
     if name == "wsd":
-        decay = int(round(_field(config, "wsd_decay_frac") * n))
-        return wsd(config.lr, n, warmup, decay, _field(config, "wsd_decay_shape"),
-                   init_lr=initial, min_lr=final)
-    raise ValueError(f"config.scheduler={name!r} is unknown")
+        decay = int(round(cfg.wsd_decay_frac * n))
+        return wsd(cfg.lr, n, warmup, decay, cfg.wsd_decay_shape, init_lr=initial, min_lr=final)
+    raise ValueError(f"scheduler {name!r} is unknown")  # OptimConfig admits only known names

@@ -31,7 +31,7 @@ def tiny_config(model: str = "gpt", bias: bool = False, tied: bool = True,
 def random_params(config, seed: int = 0) -> dict:
     """Random weights, far from the init: every leaf is noise (norm scales 1 + noise, biases
     noise), so a swapped or untransposed tensor cannot go unnoticed."""
-    cfg = ModelConfig.from_config(config)
+    cfg = ModelConfig.from_flat(config.to_dict())
     rng = np.random.default_rng(seed)
     flat = {}
     for path, spec in sorted(flatten(abstract_params(Transformer(cfg))).items()):
@@ -65,7 +65,7 @@ def jax_results(model: str, bias: bool, tied: bool):
     config = tiny_config(model, bias, tied)
     params = random_params(config)
     idx, targets = batch(config)
-    net = Transformer(ModelConfig.from_config(config))
+    net = Transformer(ModelConfig.from_flat(config.to_dict()))
 
     def loss_fn(p):
         logits = net.apply({"params": p}, jnp.asarray(idx, jnp.int32), train=False)

@@ -91,7 +91,7 @@ def test_cli_round_trip_through_checkpoints(tmp_path, capsys):
     assert from_torch.main(["--state-dict", str(tmp_path / "ckpt.pt"), "--args",
                             str(tmp_path / "model.args.json"), "--workdir", out]) == 0
     loaded_config, loaded, step = checkpointing.load_params(out)
-    assert step == 7 and loaded_config.model == "llama" and loaded_config.bias is True
+    assert step == 7 and loaded_config.model.model == "llama" and loaded_config.model.bias is True
     assert_bit_exact(loaded, params)
 
     # a second import into the same workdir is refused rather than mixed with it
@@ -104,7 +104,7 @@ def test_cli_round_trip_through_checkpoints(tmp_path, capsys):
     assert from_torch.main(["--state-dict", pt, "--config", str(REPO / "configs" / "demo.py"),
                             "--args", str(tmp_path / "model.args.json"), "--workdir", out2]) == 0
     loaded_config, loaded, step = checkpointing.load_params(out2)
-    assert step == 0 and loaded_config.log_freq == 25 and loaded_config.n_layer == 2
+    assert step == 0 and loaded_config.run.log_freq == 25 and loaded_config.model.n_layer == 2
     assert_bit_exact(loaded, params)
 
 

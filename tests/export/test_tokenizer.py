@@ -39,7 +39,7 @@ def test_exported_model_dir_tokenizer_matches_tiktoken(tmp_path):
     from minillm_jax.export.mapping import flatten, unflatten
     from minillm_jax.model import ModelConfig, Transformer, abstract_params
 
-    shapes = flatten(abstract_params(Transformer(ModelConfig.from_config(config))))
+    shapes = flatten(abstract_params(Transformer(ModelConfig.from_flat(config.to_dict()))))
     params = unflatten({k: rng.standard_normal(v.shape).astype(np.float32) * 0.02
                         for k, v in shapes.items()})
     written, _ = export.hf.save(params, config, str(tmp_path), tokenizer=True)

@@ -1,4 +1,4 @@
-"""An independent PyTorch implementation of llm-baselines' GPTBase and Llama (REFERENCE §2-4).
+"""An independent PyTorch implementation of llm-baselines' GPTBase and Llama (docs/llm-baselines.md#gptbase-architecture-and-initialisation).
 
 Written from the reference facts, not from our JAX code, with llm-baselines' module and
 parameter names so that `load_state_dict(..., strict=True)` checks every key:

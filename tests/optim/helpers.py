@@ -37,6 +37,27 @@ def opt_config(**overrides) -> ml_collections.ConfigDict:
     return config
 
 
+def optimizer(config: ml_collections.ConfigDict):
+    """(tx, schedule) of a flat test config, typed and checked first as the trainer does."""
+    from minillm_jax.config import build_config
+    from minillm_jax.optim import build_optimizer
+
+    typed = build_config(config)
+    return build_optimizer(typed.optim, typed.run.iterations)
+
+
+def optim_config(config: ml_collections.ConfigDict):
+    """The OptimConfig of a flat test config."""
+    from minillm_jax.config import build_config
+
+    return build_config(config).optim
+
+
+def schedule_of(config: ml_collections.ConfigDict):
+    """The lr schedule of a flat test config."""
+    return optimizer(config)[1]
+
+
 def init_params(seed: int = 0, untied: bool = False) -> dict:
     """Parameters drawn with numpy (eager jax.random would compile op by op)."""
     rng = np.random.default_rng(seed)
@@ -94,12 +115,12 @@ def problem(untied: bool = False, seed: int = 0):
 
 def train(config: ml_collections.ConfigDict, steps: int | None = None, untied: bool = False):
     """(first loss, final loss, final params, final opt_state, final loss at
-    eval_params(config, opt_state, params)) after `steps` updates (default config.iterations),
+    eval_params(opt_state, params)) after `steps` updates (default config.iterations),
     all in one compiled scan."""
-    from minillm_jax.optim import build_optimizer, eval_params
+    from minillm_jax.optim import eval_params
 
     params, loss_fn = problem(untied)
-    tx, _ = build_optimizer(config)
+    tx, _ = optimizer(config)
     steps = steps or config.iterations
 
     @fast_jit
@@ -110,7 +131,7 @@ def train(config: ml_collections.ConfigDict, steps: int | None = None, untied: b
             u, s = tx.update(g, s, p)
             return (optax.apply_updates(p, u), s), loss
         (p, s), losses = jax.lax.scan(body, (params, tx.init(params)), None, length=steps)
-        return losses[0], loss_fn(p), p, s, loss_fn(eval_params(config, s, p))
+        return losses[0], loss_fn(p), p, s, loss_fn(eval_params(s, p))
 
     first, last, p, s, last_eval = run(params)
     return float(first), float(last), p, s, float(last_eval)

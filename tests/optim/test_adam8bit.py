@@ -8,11 +8,10 @@ import numpy as np
 import optax
 import pytest
 
-from minillm_jax.optim import build_optimizer
 from minillm_jax.optim.adam8bit import (V_MIN_EXP, QuantizedArray, ScaleByAdam8bitState,
                                         adamw_8bit, dequantize_m, dequantize_u, quantize_m,
                                         quantize_u, tree_bytes)
-from tests.optim.helpers import fast_jit, opt_config, train
+from tests.optim.helpers import fast_jit, opt_config, optimizer, train
 
 SHAPE = (3, 700)  # last axis not a multiple of the block: padded to 768 = 3 blocks of 256
 NEAREST_U = 2 ** (1 / 32) - 1  # half a log2 step (1/16 octave) in u = sqrt(v)
@@ -120,7 +119,7 @@ def test_state_bytes_of_124m_gpt():
     params = abstract_params(Transformer(ModelConfig()))
     sizes = {}
     for opt in ("adamw", "adamw8bit"):
-        tx, _ = build_optimizer(opt_config(opt=opt))
+        tx, _ = optimizer(opt_config(opt=opt))
         state = jax.eval_shape(tx.init, params)
         sizes[opt] = tree_bytes(state)
     assert sizes["adamw"] == 991_844_360  # 2 x 4 bytes x 123,980,544 params (+ count)

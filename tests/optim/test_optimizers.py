@@ -9,9 +9,9 @@ import optax
 import pytest
 
 from minillm_jax.config import ConfigError
-from minillm_jax.optim import OPTIMIZERS, build_optimizer, eval_params
+from minillm_jax.optim import OPTIMIZERS, eval_params
 from minillm_jax.optim.muon import muon_labels, orthogonalize
-from tests.optim.helpers import fast_jit, init_params, opt_config, train
+from tests.optim.helpers import fast_jit, init_params, opt_config, optimizer, train
 
 # Peak lr per optimizer for the 40-step toy problem (Lion wants ~3-10x less than AdamW).
 LRS = {"adamw": 3e-3, "adamw8bit": 3e-3, "lion": 1e-3, "muon": 3e-3, "sfadamw": 3e-3, "sgd": 0.1}
@@ -35,7 +35,7 @@ def test_reduces_loss(opt):
 
 def test_unknown_opt():
     with pytest.raises(ConfigError, match="opt"):
-        build_optimizer(opt_config(opt="adafactor"))
+        optimizer(opt_config(opt="adafactor"))
 
 
 @pytest.mark.parametrize("opt", OPTIMIZERS)
@@ -45,7 +45,7 @@ def test_decay_groups_and_grad_clip(opt):
     config = opt_config(opt=opt, lr=LRS[opt], muon_weight_decay=0.1, grad_clip=1.0,
                         scheduler="constant", adam8bit_min_size=0)
     params = init_params(1, untied=True)
-    tx, _ = build_optimizer(config)
+    tx, _ = optimizer(config)
     big = jax.tree.map(lambda p: 100.0 * np.sin(1000.0 * np.asarray(p) + 1.0), params)
     norm = np.sqrt(sum(np.sum(np.square(g)) for g in jax.tree.leaves(big)))
     clipped = jax.tree.map(lambda g: g / norm, big)  # what grad_clip = 1 makes of `big`
@@ -80,7 +80,7 @@ def test_decay_groups_and_grad_clip(opt):
 
 
 def check_schedule_free_eval_params(config, params, state):
-    x = eval_params(config, state, params)
+    x = eval_params(state, params)
     sf = [s for s in jax.tree.leaves(state, is_leaf=lambda s: isinstance(
         s, optax.contrib.ScheduleFreeState)) if isinstance(s, optax.contrib.ScheduleFreeState)][0]
     b1 = config.beta1
@@ -90,9 +90,9 @@ def check_schedule_free_eval_params(config, params, state):
                for a, b in zip(jax.tree.leaves(x), jax.tree.leaves(params)))
     assert diff > 1e-4  # the evaluation sequence x is not the iterate y
     # Other optimizers, or no state (params-only checkpoints): the params themselves.
-    assert eval_params(opt_config(), None, params) is params
-    adam_state = build_optimizer(opt_config())[0].init(params)
-    assert eval_params(opt_config(), adam_state, params) is params
+    assert eval_params(None, params) is params
+    adam_state = optimizer(opt_config())[0].init(params)
+    assert eval_params(adam_state, params) is params
 
 
 def test_muon_labels_on_the_real_models():

@@ -8,19 +8,19 @@ import numpy as np
 import pytest
 
 from minillm_jax.config import ConfigError
-from minillm_jax.optim import build_optimizer, current_lr, lr_scale, plateau_observe
-from tests.optim.helpers import fast_jit, opt_config
+from minillm_jax.optim import current_lr, lr_scale, plateau_observe
+from tests.optim.helpers import fast_jit, opt_config, optim_config, optimizer
 
 PARAMS = {"dense": {"kernel": jnp.ones((4, 4))}, "ln": {"scale": jnp.ones((4,))}}
 GRADS = jax.tree.map(lambda p: 0.1 * p, PARAMS)
 
 
 def scales_after(config, losses):
-    tx, _ = build_optimizer(config)
+    tx, _ = optimizer(config)
     state = tx.init(PARAMS)
     out = []
     for loss in losses:
-        state = plateau_observe(config, state, loss)
+        state = plateau_observe(optim_config(config), state, loss)
         out.append(float(lr_scale(state)))
     return out
 
@@ -41,11 +41,11 @@ def test_reduces_after_patience_flat_evals_only():
 def test_scale_multiplies_updates_and_current_lr():
     config = opt_config(plateau=True, plateau_patience=1, plateau_factor=0.5, scheduler="cos",
                         grad_clip=1.0)
-    tx, schedule = build_optimizer(config)
+    tx, schedule = optimizer(config)
     update = fast_jit(tx.update)
     state = tx.init(PARAMS)
     full, _ = update(GRADS, state, PARAMS)
-    state = plateau_observe(config, plateau_observe(config, state, 1.0), 1.0)
+    state = plateau_observe(optim_config(config), plateau_observe(optim_config(config), state, 1.0), 1.0)
     half, _ = update(GRADS, state, PARAMS)
     for a, b in zip(jax.tree.leaves(full), jax.tree.leaves(half)):
         np.testing.assert_allclose(b, 0.5 * a, rtol=1e-6)
@@ -56,15 +56,16 @@ def test_scale_multiplies_updates_and_current_lr():
 
 def test_scheduler_plateau_is_constant_base_and_observe_is_noop_without_plateau():
     config = opt_config(scheduler="plateau", plateau_patience=1)
-    tx, schedule = build_optimizer(config)
+    tx, schedule = optimizer(config)
     assert float(schedule(0)) == float(schedule(1000)) == pytest.approx(config.lr)
     assert scales_after(config, [2.0, 2.0]) == [1.0, 0.5]
 
     plain = opt_config()
-    tx, schedule = build_optimizer(plain)
+    tx, schedule = optimizer(plain)
     state = tx.init(PARAMS)
-    assert plateau_observe(plain, state, 1.0) is not None
-    assert all(a is b for a, b in zip(jax.tree.leaves(plateau_observe(plain, state, 1.0)),
+    plain_optim = optim_config(plain)
+    assert plateau_observe(plain_optim, state, 1.0) is not None
+    assert all(a is b for a, b in zip(jax.tree.leaves(plateau_observe(plain_optim, state, 1.0)),
                                        jax.tree.leaves(state)))
     assert float(current_lr(state, schedule, 3)) == pytest.approx(float(schedule(3)))
 
@@ -77,4 +78,4 @@ def test_plateau_with_schedule_free_and_muon():
 
 def test_bad_plateau_factor_is_a_config_error():
     with pytest.raises(ConfigError, match="actor"):
-        build_optimizer(opt_config(plateau=True, plateau_factor=1.5))
+        optimizer(opt_config(plateau=True, plateau_factor=1.5))

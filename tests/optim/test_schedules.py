@@ -8,10 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minillm_jax.config import ConfigError, validate
-from minillm_jax.optim import build_optimizer
-from minillm_jax.optim.schedules import build_schedule, onecycle, sgdr, sgdr_cycles, wsd
-from tests.optim.helpers import opt_config
+from minillm_jax.config import ConfigError, build_config
+from minillm_jax.optim.schedules import onecycle, sgdr, sgdr_cycles, wsd
+from tests.optim.helpers import opt_config, optimizer, schedule_of
 
 LR = 1e-3
 
@@ -56,9 +55,9 @@ def test_onecycle_zero_length_warmup_does_not_crash(kind):
 
 
 def test_constant_and_validator_names():
-    assert values(build_schedule(opt_config(scheduler="constant")), 5) == pytest.approx([3e-3] * 5)
+    assert values(schedule_of(opt_config(scheduler="constant")), 5) == pytest.approx([3e-3] * 5)
     for name in ("sgdr", "wsd", "plateau"):
-        validate(opt_config(scheduler=name))  # the config validator accepts the new names
+        build_config(opt_config(scheduler=name))  # the config validator accepts the new names
 
 
 def sgdr_closed_form(t, lengths, peak, decay, warmup, init, low):
@@ -95,12 +94,12 @@ def test_sgdr_cycles_and_values():
 def test_sgdr_from_config_restarts_at_cycle_starts():
     config = opt_config(scheduler="sgdr", iterations=120, sgdr_first_cycle=0.25,
                         sgdr_cycle_mult=1.0, sgdr_peak_decay=0.8, warmup_percent=0.05)
-    got = values(build_schedule(config), 120)
+    got = values(schedule_of(config), 120)
     jumps = [t for t in range(7, 120) if got[t] > got[t - 1]]
     assert jumps == [30, 60, 90]
     assert got[[30, 60, 90]] == pytest.approx(config.lr * 0.8 ** np.arange(1, 4))
     with pytest.raises(ConfigError):  # warm-up longer than the first cycle
-        build_optimizer(opt_config(scheduler="sgdr", sgdr_first_cycle=0.05, warmup_percent=0.1))
+        optimizer(opt_config(scheduler="sgdr", sgdr_first_cycle=0.05, warmup_percent=0.1))
 
 
 @pytest.mark.parametrize("shape", ["linear", "cosine", "1-sqrt"])
@@ -123,8 +122,8 @@ def test_wsd_closed_form(shape):
 
 def test_wsd_from_config_and_errors():
     config = opt_config(scheduler="wsd", iterations=50, warmup_percent=0.0, wsd_decay_frac=0.0)
-    assert values(build_schedule(config), 50) == pytest.approx([config.lr] * 50)  # constant
+    assert values(schedule_of(config), 50) == pytest.approx([config.lr] * 50)  # constant
     with pytest.raises(ConfigError):
-        build_optimizer(opt_config(scheduler="wsd", wsd_decay_shape="exp"))
+        optimizer(opt_config(scheduler="wsd", wsd_decay_shape="exp"))
     with pytest.raises(ConfigError):
-        build_optimizer(opt_config(scheduler="wsd", wsd_decay_frac=0.95, warmup_percent=0.1))
+        optimizer(opt_config(scheduler="wsd", wsd_decay_frac=0.95, warmup_percent=0.1))

@@ -1,0 +1,91 @@
+"""From a TrainConfig to what runs: mesh, model, optimizer, shardings and compiled steps.
+
+One builder serves the trainer, the benchmark and `evaluate`, so all three run the same program:
+
+    run = build_run(config)
+    state = run.init_state()                       # or restore onto run.abstract_state
+    step = run.compile_train_step(horizon)         # AOT: lower().compile(), state donated
+    metrics = step(state, batch)                   # batch: (acc_steps, B, T) "x" and "y"
+    eval_step = run.eval_step()                    # (params, {"x","y","mask"}) -> sums
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding
+
+from minillm_jax import sharding
+from minillm_jax.config import TrainConfig
+from minillm_jax.model import Transformer, build_model
+from minillm_jax.optim import build_optimizer
+from minillm_jax.train_step import TrainState, init_state, make_eval_step, make_train_step
+
+Array = jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+    """The built pieces of a run. `abstract_state` is a TrainState of ShapeDtypeStructs carrying
+    `state_shardings`: the target for restoring a checkpoint and for compiling."""
+
+    config: TrainConfig
+    mesh: Mesh
+    model: Transformer
+    tx: optax.GradientTransformation
+    state_shardings: TrainState
+    abstract_state: TrainState
+    batch_sharding: NamedSharding
+
+    @property
+    def batch_shape(self) -> tuple[int, int, int]:
+        """(acc_steps, batch_size, sequence_length) of a training batch's "x" and "y"."""
+        c = self.config
+        return c.data.acc_steps, c.data.batch_size, c.model.sequence_length
+
+    def abstract_batch(self) -> dict[str, jax.ShapeDtypeStruct]:
+        return {k: jax.ShapeDtypeStruct(self.batch_shape, jnp.int32, sharding=self.batch_sharding)
+                for k in ("x", "y")}
+
+    def init_state(self) -> TrainState:
+        """A fresh state from config.run.seed, created directly in its shardings."""
+        model, tx, seed = self.model, self.tx, self.config.run.seed
+        return jax.jit(lambda: init_state(model, tx, seed), out_shardings=self.state_shardings)()
+
+    def train_step(self, horizon: int) -> Callable:
+        """The jitted (not yet compiled) train step for an lr-schedule horizon of `horizon` steps
+        (the optimizer state's structure does not depend on it)."""
+        tx, schedule = build_optimizer(self.config.optim, horizon)
+        step = make_train_step(self.model, tx, schedule, self.config.execution.loss_chunk_size)
+        return jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding),
+                       out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
+                       donate_argnums=(0,))
+
+    def compile_train_step(self, horizon: int) -> Any:
+        """train_step(horizon) compiled ahead of time for the run's state and batch shapes."""
+        return self.train_step(horizon).lower(self.abstract_state, self.abstract_batch()).compile()
+
+    def eval_step(self) -> Callable:
+        """The jitted eval step over params sharded like the state's."""
+        batch = {k: sharding.batch_sharding(self.mesh, 2, 0) for k in ("x", "y", "mask")}
+        return jax.jit(make_eval_step(self.model),
+                       in_shardings=(self.state_shardings.params, batch),
+                       out_shardings=sharding.replicated(self.mesh))
+
+
+def build_run(config: TrainConfig) -> Run:
+    """Mesh, model, optimizer and shardings of `config` (nothing is allocated or compiled)."""
+    mesh = sharding.make_mesh(config)
+    model = build_model(config.model, config.execution)
+    tx, _ = build_optimizer(config.optim, config.run.iterations)
+    shapes = jax.eval_shape(lambda: init_state(model, tx, config.run.seed))
+    shardings = sharding.tree_shardings(mesh, shapes).replace(
+        step=sharding.replicated(mesh), rng=sharding.replicated(mesh))
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
+                            shapes, shardings)
+    return Run(config=config, mesh=mesh, model=model, tx=tx, state_shardings=shardings,
+               abstract_state=abstract, batch_sharding=sharding.batch_sharding(mesh, 3, 1))
