@@ -80,11 +80,20 @@ def get_config() -> ml_collections.ConfigDict:
     c.eval_batch_size = 0  # 0 = batch_size
     c.final_full_eval = True
 
-    # Numerics and performance.
-    c.compute_dtype = "float32"  # float32 | bfloat16 (params stay float32)
-    c.attention_impl = ""  # "" (let JAX choose) | xla | cudnn
-    # Tokens per chunk of the fused output-layer + loss (minillm_jax/losses.py); 0 = plain logits.
-    c.loss_chunk_size = 0
+    # Numerics and performance (README "Mixed precision and kernels").
+    # Matmul inputs: float32 | bfloat16. Parameters, optimizer state, norms, softmax and the loss
+    # stay float32 whatever this says.
+    c.compute_dtype = "float32"
+    # The residual stream between sublayers: float32 (as PyTorch autocast) | bfloat16 (less memory).
+    c.residual_dtype = "float32"
+    # auto (cuDNN flash attention on a GPU with a 16-bit compute dtype, XLA elsewhere) | xla | cudnn
+    c.attention_impl = "auto"
+    # Tokens per chunk of the fused output-layer + loss in training and evaluation
+    # (minillm_jax/losses.py): the (tokens x vocab) logits are never held whole. 0 = plain logits.
+    c.loss_chunk_size = 4096
+    # Persistent XLA compilation cache: "" = ~/.cache/minillm_jax/xla (or $XDG_CACHE_HOME),
+    # "off" = none, else a directory. Repeated runs of a config skip most of the compile.
+    c.compilation_cache = ""
     c.scan_layers = True
     c.remat = "none"  # none | full | save_dots
     c.mesh_data = -1  # -1 = all devices not used by fsdp

@@ -120,3 +120,25 @@ def benchmark(config: TrainConfig | ml_collections.ConfigDict, steps: int = 5, w
             "compile_s": compile_s, "step_time_s": step_time, "tokens_per_s": tps,
             "devices": n_dev, "peak_flops_per_device": peak, "peak_source": peak_source,
             "mfu": tps * fpt / (peak * n_dev), "loss": float(metrics["loss"])}
+
+
+def train_losses(config: TrainConfig | ml_collections.ConfigDict, steps: int) -> list[float]:
+    """Per-step training losses of `config`'s first `steps` steps on its real data (no eval, no
+    checkpoints): the same batches for any compute dtype or kernel, to compare numerics."""
+    from minillm_jax import data
+    from minillm_jax.build import build_run
+    from minillm_jax.sharding import to_global
+
+    config = build_config(config, "losses")
+    data.ensure_dataset(config.data.dataset, config.data.data_dir)
+    run = build_run(config)
+    step = run.compile_train_step(config.run.iterations)
+    state = run.init_state()
+    losses = []
+    with data.TrainLoader(config.data.data_dir, batch_size=config.data.batch_size,
+                          seq_len=config.model.sequence_length, seed=config.data.data_seed,
+                          acc_steps=config.data.acc_steps) as loader:
+        for _ in range(steps):
+            state, metrics = step(state, to_global(next(loader), run.mesh, batch_axis=1))
+            losses.append(metrics["loss"])
+    return [float(x) for x in jax.device_get(losses)]

@@ -12,6 +12,7 @@ One builder serves the trainer, the benchmark and `evaluate`, so all three run t
 from __future__ import annotations
 
 import dataclasses
+import os
 from typing import Any, Callable
 
 import jax
@@ -20,6 +21,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 
 from minillm_jax import sharding
+from minillm_jax.attention import AttentionChoice, attention_for_device
 from minillm_jax.config import TrainConfig
 from minillm_jax.model import Transformer, build_model
 from minillm_jax.optim import build_optimizer
@@ -31,7 +33,9 @@ Array = jax.Array
 @dataclasses.dataclass(frozen=True)
 class Run:
     """The built pieces of a run. `abstract_state` is a TrainState of ShapeDtypeStructs carrying
-    `state_shardings`: the target for restoring a checkpoint and for compiling."""
+    `state_shardings`: the target for restoring a checkpoint and for compiling. `model` runs
+    the attention kernel in `attention` (config.execution.attention_impl resolved for the
+    device)."""
 
     config: TrainConfig
     mesh: Mesh
@@ -40,6 +44,7 @@ class Run:
     state_shardings: TrainState
     abstract_state: TrainState
     batch_sharding: NamedSharding
+    attention: AttentionChoice
 
     @property
     def batch_shape(self) -> tuple[int, int, int]:
@@ -72,15 +77,44 @@ class Run:
     def eval_step(self) -> Callable:
         """The jitted eval step over params sharded like the state's."""
         batch = {k: sharding.batch_sharding(self.mesh, 2, 0) for k in ("x", "y", "mask")}
-        return jax.jit(make_eval_step(self.model),
+        return jax.jit(make_eval_step(self.model, self.config.execution.loss_chunk_size),
                        in_shardings=(self.state_shardings.params, batch),
                        out_shardings=sharding.replicated(self.mesh))
+
+    def compile_eval_step(self) -> Any:
+        """eval_step() compiled ahead of time for eval batches of (eval_batch_size, T)."""
+        c = self.config
+        shape = (c.data.eval_batch_size, c.model.sequence_length)
+        batch_sharding = sharding.batch_sharding(self.mesh, 2, 0)
+        batch = {"x": jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding),
+                 "y": jax.ShapeDtypeStruct(shape, jnp.int32, sharding=batch_sharding),
+                 "mask": jax.ShapeDtypeStruct(shape, jnp.float32, sharding=batch_sharding)}
+        return self.eval_step().lower(self.abstract_state.params, batch).compile()
+
+
+def enable_compilation_cache(setting: str) -> str | None:
+    """Points JAX's persistent compilation cache at `setting` (config.compilation_cache: "" =
+    the user cache directory, "off" = none, else a directory); returns the directory used."""
+    if setting == "off":
+        return None
+    directory = setting or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "minillm_jax", "xla")
+    try:
+        os.makedirs(directory, exist_ok=True)
+    except OSError:
+        return None  # a cache is an optimisation: never a reason to stop
+    jax.config.update("jax_compilation_cache_dir", directory)
+    return directory
 
 
 def build_run(config: TrainConfig) -> Run:
     """Mesh, model, optimizer and shardings of `config` (nothing is allocated or compiled)."""
     mesh = sharding.make_mesh(config)
-    model = build_model(config.model, config.execution)
+    attention = attention_for_device(config.execution.attention_impl,
+                                     config.execution.compute_dtype, config.model.head_dim,
+                                     config.model.attention_dropout)
+    model = build_model(config.model,
+                        dataclasses.replace(config.execution, attention_impl=attention.impl))
     tx, _ = build_optimizer(config.optim, config.run.iterations)
     shapes = jax.eval_shape(lambda: init_state(model, tx, config.run.seed))
     shardings = sharding.tree_shardings(mesh, shapes).replace(
@@ -88,4 +122,5 @@ def build_run(config: TrainConfig) -> Run:
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
                             shapes, shardings)
     return Run(config=config, mesh=mesh, model=model, tx=tx, state_shardings=shardings,
-               abstract_state=abstract, batch_sharding=sharding.batch_sharding(mesh, 3, 1))
+               abstract_state=abstract, batch_sharding=sharding.batch_sharding(mesh, 3, 1),
+               attention=attention)

@@ -36,7 +36,9 @@ SUBLAYER_KINDS = ("attn", "mlp", "moe")
 MOE_IMPLS = ("auto", "einsum", "dropless")
 MOE_PRIORITIES = ("token", "choice")
 COMPUTE_DTYPES = ("float32", "bfloat16")
-ATTENTION_IMPLS = ("", "xla", "cudnn")
+ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+# "" was "let JAX choose", which is JAX's XLA path: checkpoints of runs that said "" restore.
+ATTENTION_ALIASES = {"": "xla"}
 REMAT_POLICIES = ("none", "full", "save_dots")
 OPTIMIZERS = ("adamw", "sgd", "sfadamw", "lion", "muon", "adamw8bit")
 SCHEDULERS = ("cos", "linear", "constant", "sgdr", "wsd", "plateau")
@@ -286,8 +288,10 @@ class ExecutionConfig:
     these change what a step computes beyond rounding."""
 
     compute_dtype: str
+    residual_dtype: str
     attention_impl: str
     loss_chunk_size: int
+    compilation_cache: str
     scan_layers: bool
     remat: str
     mesh_data: int
@@ -295,9 +299,15 @@ class ExecutionConfig:
 
     def __post_init__(self) -> None:
         _one_of(self, "compute_dtype", COMPUTE_DTYPES)
+        _one_of(self, "residual_dtype", COMPUTE_DTYPES)
+        _resolve(self, "attention_impl",
+                 ATTENTION_ALIASES.get(self.attention_impl, self.attention_impl))
         _one_of(self, "attention_impl", ATTENTION_IMPLS)
         _one_of(self, "remat", REMAT_POLICIES)
-        _non_negative(self, "loss_chunk_size")
+        if self.loss_chunk_size < 0:
+            _fail("loss_chunk_size", self.loss_chunk_size,
+                  "must be >= 0 (tokens per chunk of the fused output-layer loss; 0 = plain "
+                  "logits)")
         if self.mesh_data != -1 and self.mesh_data < 1:
             _fail("mesh_data", self.mesh_data, "must be -1 (all devices not used by fsdp) or >= 1")
         _positive(self, "mesh_fsdp")

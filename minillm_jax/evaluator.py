@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+import time
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -20,15 +21,17 @@ class Evaluator:
     covers the whole validation set.
     """
 
-    def __init__(self, run: Run):
+    def __init__(self, run: Run, step: Callable | None = None):
+        """`step`: the run's eval step, e.g. compiled ahead of time (default: run.eval_step())."""
         self.mesh = run.mesh
         self.data_dir = run.config.data.data_dir
         self.batch_size = run.config.data.eval_batch_size
         self.seq_len = run.config.model.sequence_length
         self.meta = data.load_meta(self.data_dir)
-        self._step = run.eval_step()
+        self._step = step or run.eval_step()
 
     def __call__(self, params: Any, max_batches: int | None) -> dict[str, float]:
+        start = time.perf_counter()
         sums, batches = None, 0
         for batch in data.iter_val_batches(
                 self.data_dir, batch_size=self.batch_size, seq_len=self.seq_len,
@@ -48,6 +51,7 @@ class Evaluator:
         val = self.meta.get("val", {})
         if val.get("bytes") and val.get("tokens"):
             result["val_bpb"] = loss / math.log(2) * val["tokens"] / val["bytes"]
+        result["val_time_s"] = time.perf_counter() - start
         return result
 
 
@@ -56,4 +60,5 @@ def format_eval(result: dict[str, float]) -> str:
             f"acc {100 * result['val_acc']:.2f}%")
     if "val_bpb" in result:
         text += f" | bpb {result['val_bpb']:.4f}"
-    return text + f" | {result['val_tokens']:,} tokens"
+    rate = result["val_tokens"] / max(result["val_time_s"], 1e-9)
+    return text + f" | {result['val_tokens']:,} tokens in {result['val_time_s']:.1f}s ({rate:,.0f}/s)"

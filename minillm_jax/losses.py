@@ -72,3 +72,26 @@ def _bwd(chunk, grads, cotangent):
 
 
 fused_linear_cross_entropy.defvjp(_fwd, _bwd)
+
+
+def token_losses_and_hits(hidden: Array, head: Array, targets: Array, chunk: int,
+                          ) -> tuple[Array, Array]:
+    """Per-token cross entropy and argmax hits (N,) for hidden (N, C), head (V, C), targets (N,),
+    forward only, over chunks of `chunk` tokens (0: all at once), so that evaluation holds at most
+    (chunk x vocab) float32 logits. Accuracy is the argmax over all V logits, as llm-baselines'."""
+    n, c = hidden.shape
+    chunk = min(chunk, n) if chunk > 0 else n
+    pad = (-n) % chunk
+    h = jnp.pad(hidden, ((0, pad), (0, 0))).reshape(-1, chunk, c)
+    y = jnp.pad(targets, (0, pad)).reshape(-1, chunk)
+    head_c = head.astype(hidden.dtype)
+
+    def one_chunk(inputs):
+        h_i, y_i = inputs
+        logits = jnp.dot(h_i, head_c.T, preferred_element_type=jnp.float32)
+        loss = cross_entropy(logits, y_i)
+        hits = (jnp.argmax(logits, axis=-1) == y_i).astype(jnp.float32)
+        return loss, hits
+
+    losses, hits = jax.lax.map(one_chunk, (h, y))
+    return losses.reshape(-1)[:n], hits.reshape(-1)[:n]

@@ -44,6 +44,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from minillm_jax.attention import attention_for_device, causal_attention
 from minillm_jax.config import ExecutionConfig, ModelConfig
 
 Array = jax.Array
@@ -107,28 +108,6 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
     return rotated.reshape(b, t, h, d).astype(x.dtype)
 
 
-def causal_attention(q: Array, k: Array, v: Array, *, dropout_rate: float,
-                     dropout_rng: Array | None, implementation: str) -> Array:
-    """Causal softmax attention over (B, T, nh, hs) with optional dropout on the probabilities.
-
-    Without dropout this is `jax.nn.dot_product_attention` (cuDNN flash on GPUs where available);
-    that API has no probability dropout, so training with attention dropout uses the plain XLA
-    formulation below, which materialises the (B, nh, T, T) probabilities.
-    """
-    if dropout_rng is None or dropout_rate == 0.0:
-        return jax.nn.dot_product_attention(q, k, v, is_causal=True,
-                                            implementation=implementation or None)
-    scale = 1.0 / math.sqrt(q.shape[-1])
-    scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) * scale
-    t = q.shape[1]
-    mask = jnp.tril(jnp.ones((t, t), dtype=bool))
-    scores = jnp.where(mask[None, None], scores, jnp.finfo(jnp.float32).min)
-    probs = jax.nn.softmax(scores, axis=-1)
-    keep = jax.random.bernoulli(dropout_rng, 1.0 - dropout_rate, probs.shape)
-    probs = jnp.where(keep, probs / (1.0 - dropout_rate), 0.0).astype(v.dtype)
-    return jnp.einsum("bhqk,bkhd->bqhd", probs, v)
-
-
 class Attention(nn.Module):
     cfg: ModelConfig
     execution: ExecutionConfig
@@ -148,10 +127,13 @@ class Attention(nn.Module):
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         rate = cfg.attention_dropout
         use_dropout = self.train and rate > 0
+        impl = self.execution.attention_impl
+        if impl == "auto":  # a model built outside build_run, which resolves it once
+            impl = attention_for_device(impl, self.execution.compute_dtype, cfg.head_dim,
+                                        rate).impl
         y = causal_attention(
             q, k, v, dropout_rate=rate,
-            dropout_rng=self.make_rng("dropout") if use_dropout else None,
-            implementation=self.execution.attention_impl)
+            dropout_rng=self.make_rng("dropout") if use_dropout else None, implementation=impl)
         y = dense(c, cfg.proj_std, "c_proj")(y.reshape(b, t, c))
         return nn.Dropout(cfg.dropout, deterministic=not self.train)(y)
 
@@ -225,7 +207,7 @@ class Block(nn.Module):
             if isinstance(out, tuple):  # a layer with statistics (MoE)
                 out, layer_stats = out
                 stats = {k: stats[k] + v if k in stats else v for k, v in layer_stats.items()}
-            x = x + out
+            x = x + out.astype(x.dtype)  # the residual stream keeps its own dtype
         if cfg.weighted_residual:
             return carry + column.astype(carry.dtype)[:, None, None, None] * x[None], stats
         return x, stats
@@ -311,7 +293,8 @@ class Transformer(nn.Module):
         x = wte(idx)
         if cfg.model == "gpt":
             x = x + embed(cfg.sequence_length, "wpe")(jnp.arange(t))[None]
-        x = nn.Dropout(cfg.dropout, deterministic=not train)(x).astype(dtype)
+        residual = jnp.dtype(self.execution.residual_dtype)
+        x = nn.Dropout(cfg.dropout, deterministic=not train)(x).astype(residual)
         blocks = stacked_blocks(cfg, self.execution)(cfg, self.execution, train, name="blocks")
         if cfg.weighted_residual:
             x, stats = self._weighted_residual_stack(blocks, x)

@@ -159,6 +159,7 @@ class MoE(nn.Module):
         weights = jax.tree.map(lambda w: w.astype(dtype), weights)
 
         logits = router(x.astype(jnp.float32))  # (B, T, E)
+        x = x.astype(dtype)  # expert matmul inputs in the compute dtype
         probs, gates, experts = route(logits, k)
         expert_mask = jax.nn.one_hot(experts, n_exp, dtype=jnp.int32)  # (B, T, k, E)
         aux, load = load_balancing_loss(probs, expert_mask)

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from minillm_jax.losses import cross_entropy, fused_linear_cross_entropy
+from minillm_jax.losses import cross_entropy, fused_linear_cross_entropy, token_losses_and_hits
 from minillm_jax.model import Features, Transformer, head_logits, init_params
 from minillm_jax.optim.plateau import current_lr
 
@@ -96,10 +96,12 @@ def make_train_step(model: Transformer, tx: optax.GradientTransformation,
     return step
 
 
-def make_eval_step(model: Transformer) -> Callable:
+def make_eval_step(model: Transformer, loss_chunk_size: int = 0) -> Callable:
     """eval(params, batch{"x","y","mask"}) -> sums of loss, correct predictions and tokens.
 
-    Deterministic (no dropout, including attention dropout, unlike llm-baselines' eval).
+    Forward only and deterministic (no dropout, including attention dropout, unlike
+    llm-baselines' eval). loss_chunk_size > 0 computes the output layer, loss and accuracy over
+    chunks of that many tokens (minillm_jax.losses.token_losses_and_hits), as training does.
     Accuracy is argmax over all vocab_size logits, as in llm-baselines. Models with auxiliary
     statistics (MoE: moe_aux_loss, moe_z_loss, moe_dropped_frac, moe_load_e0..) also return
     them per batch; the Evaluator averages them over batches. They cover every token of the
@@ -108,10 +110,16 @@ def make_eval_step(model: Transformer) -> Callable:
 
     def step(params: Any, batch: dict[str, Array]) -> dict[str, Array]:
         f = features(model, params, batch["x"])
-        logits = head_logits(f.hidden, f.head)
         mask = batch["mask"].astype(jnp.float32)
-        loss = cross_entropy(logits, batch["y"])
-        correct = (jnp.argmax(logits, axis=-1) == batch["y"]).astype(jnp.float32)
+        if loss_chunk_size > 0:
+            c = f.hidden.shape[-1]
+            loss, correct = token_losses_and_hits(f.hidden.reshape(-1, c), f.head,
+                                                  batch["y"].reshape(-1), loss_chunk_size)
+            loss, correct = loss.reshape(mask.shape), correct.reshape(mask.shape)
+        else:
+            logits = head_logits(f.hidden, f.head)
+            loss = cross_entropy(logits, batch["y"])
+            correct = (jnp.argmax(logits, axis=-1) == batch["y"]).astype(jnp.float32)
         return {"loss_sum": jnp.sum(loss * mask), "correct_sum": jnp.sum(correct * mask),
                 "tokens": jnp.sum(mask), **f.stats}
 

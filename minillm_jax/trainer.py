@@ -11,10 +11,10 @@ import jax
 import ml_collections
 import numpy as np
 
-from minillm_jax import checkpointing, data, rundir
+from minillm_jax import checkpointing, data, memory, rundir
 from minillm_jax.benchmark import model_flops_per_token
 from minillm_jax.budget import TimeBudget
-from minillm_jax.build import Run, build_run
+from minillm_jax.build import Run, build_run, enable_compilation_cache
 from minillm_jax.config import TrainConfig, build_config
 from minillm_jax.evaluator import Evaluator, format_eval
 from minillm_jax.metrics import MetricsWriter
@@ -38,21 +38,6 @@ def maybe_initialize_distributed() -> None:
         jax.distributed.initialize()
 
 
-def memory_report(compiled: Any) -> str:
-    """XLA's estimate of a compiled step's device memory, in one line."""
-    try:
-        mem = compiled.memory_analysis()
-    except Exception:  # noqa: BLE001 - not every backend reports it
-        mem = None
-    if mem is None:
-        return "memory estimate unavailable"
-    gib = lambda n: n / 2**30  # noqa: E731
-    total = (mem.argument_size_in_bytes + mem.output_size_in_bytes + mem.temp_size_in_bytes
-             - mem.alias_size_in_bytes)
-    return (f"memory estimate {gib(total):.2f} GiB per device (arguments "
-            f"{gib(mem.argument_size_in_bytes):.2f}, temporaries {gib(mem.temp_size_in_bytes):.2f})")
-
-
 def train(config: ml_collections.ConfigDict | TrainConfig, name: str = "run") -> dict[str, Any]:
     """Trains `config` to its iterations (or the last checkpoint's step onward); returns the
     final evaluation plus run facts."""
@@ -68,10 +53,18 @@ def train(config: ml_collections.ConfigDict | TrainConfig, name: str = "run") ->
         f"{dict(run.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} device(s) "
         f"| compute {config.execution.compute_dtype}")
 
+    log(f"attention: {run.attention.impl} ({run.attention.reason})")
+    cache = enable_compilation_cache(config.execution.compilation_cache)
     t0 = time.perf_counter()
     compiled_step = run.compile_train_step(config.run.iterations)
     compile_s = time.perf_counter() - t0
-    log(f"compiled train step in {compile_s:.1f}s | {memory_report(compiled_step)}")
+    compiled_eval = run.compile_eval_step()
+    needs = {"train step": memory.step_bytes(compiled_step),
+             "eval step": memory.step_bytes(compiled_eval)}
+    log(f"compiled train step in {compile_s:.1f}s (cache: {cache or 'off'}) | "
+        f"{memory.describe(needs)}")
+    # before anything is allocated: one line instead of an XLA out-of-memory traceback
+    memory.check_fits(needs, memory.advice(config))
 
     checkpoints = checkpointing.RunCheckpoints(config.run.workdir, keep=config.run.keep,
                                                keep_best=config.run.keep_best)
@@ -87,7 +80,7 @@ def train(config: ml_collections.ConfigDict | TrainConfig, name: str = "run") ->
                            wandb=config.run.wandb, config=config.to_dict(),
                            project=config.run.wandb_project,
                            name=config.run.wandb_run_name or name)
-    loop = TrainLoop(run, Evaluator(run), checkpoints, loader, writer, compile_s)
+    loop = TrainLoop(run, Evaluator(run, compiled_eval), checkpoints, loader, writer, compile_s)
     try:
         with StopSignals() as stop:
             final = loop.train(state, compiled_step, stop)

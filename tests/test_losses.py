@@ -34,3 +34,40 @@ def test_fused_bf16_close_to_float32():
     assert float(v16) == pytest.approx(float(v32), rel=1e-2)
     assert gh16.dtype == jnp.bfloat16 and gw16.dtype == jnp.float32
     assert float(jnp.max(jnp.abs(gw16 - gw32))) < 2e-2 * float(jnp.max(jnp.abs(gw32)))
+
+
+@pytest.mark.parametrize("n,chunk", [(64, 16), (50, 16), (50, 0)])
+def test_chunked_eval_losses_and_hits_match_plain(n, chunk):
+    """Forward-only per-token loss and argmax hits over chunks == the plain logits' (padded last
+    chunk and no chunking included)."""
+    from minillm_jax.losses import token_losses_and_hits
+
+    h = jax.random.normal(jax.random.key(0), (n, 32))
+    w = jax.random.normal(jax.random.key(1), (300, 32)) * 0.3
+    y = jax.random.randint(jax.random.key(2), (n,), 0, 300)
+    y = y.at[:5].set(jnp.argmax(h[:5] @ w.T, axis=-1))  # some hits for sure
+    logits = h @ w.T
+    loss, hits = jax.jit(token_losses_and_hits, static_argnums=3)(h, w, y, chunk)
+    np.testing.assert_allclose(loss, cross_entropy(logits, y), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(hits, (jnp.argmax(logits, -1) == y).astype(jnp.float32))
+    assert float(hits.sum()) >= 5
+
+
+def test_chunked_eval_step_equals_plain_eval_step():
+    """The model's eval step (loss, accuracy, token sums with a padding mask) is the same with
+    and without the chunked output layer."""
+    from minillm_jax import model as M
+    from minillm_jax.train_step import make_eval_step
+
+    cfg = M.ModelConfig(model="llama", n_layer=2, n_embd=32, n_head=4, vocab_size=128,
+                        sequence_length=16)
+    model = M.Transformer(cfg)
+    params = M.init_params(model, jax.random.key(0))
+    tokens = jax.random.randint(jax.random.key(5), (4, 17), 0, 128)
+    mask = jnp.ones((4, 16)).at[3, 5:].set(0.0)
+    batch = {"x": tokens[:, :-1], "y": tokens[:, 1:], "mask": mask}
+    plain = jax.jit(make_eval_step(model, 0))(params, batch)
+    chunked = jax.jit(make_eval_step(model, 24))(params, batch)  # 64 tokens: padded chunks
+    assert float(chunked["loss_sum"]) == pytest.approx(float(plain["loss_sum"]), rel=1e-6)
+    assert float(chunked["correct_sum"]) == float(plain["correct_sum"])
+    assert float(chunked["tokens"]) == float(plain["tokens"]) == 64 - 11

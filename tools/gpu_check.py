@@ -1,0 +1,17 @@
+"""The one-command accelerator acceptance check (minillm_jax/gpu_check.py).
+
+    python tools/gpu_check.py [--out runs/gpu_check] [--budget-s 450]
+"""
+
+import os
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from minillm_jax.gpu_check import main  # noqa: E402
+
+if __name__ == "__main__":
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)  # compiles still running in pool threads must not hold the exit
