@@ -61,9 +61,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.batch_size = 32  # global micro-batch (sequences), split over data-parallel devices
     c.acc_steps = 4  # gradient accumulation micro-steps per optimizer step
     c.iterations = 25000
-    # Wall-clock budget in minutes (0 = off): the run ends when it is spent and the lr schedule's
-    # horizon is re-estimated from measured throughput so the decay ends at the budget; then
-    # `iterations` is only an upper bound (minillm_jax/trainer.py TimeBudget).
+    # Wall-clock budget in minutes (0 = off), counted from the start of training (compile,
+    # restore and data set-up included) and carried over a resume: the run ends when it is spent,
+    # and the lr schedule's horizon is re-estimated from the measured time per step so that the
+    # decay ends at the budget; `iterations` is then only an upper bound (minillm_jax/budget.py).
     c.budget_minutes = 0.0
     c.budget_warmup_steps = 5
     c.budget_tolerance = 0.02
@@ -102,9 +103,16 @@ def get_config() -> ml_collections.ConfigDict:
     # Run directory, logging and checkpoints.
     c.workdir = ""  # default: runs/<config name>
     c.log_freq = 10
-    c.save_every = 0  # 0 = only the final checkpoint (and one on SIGTERM/SIGINT)
+    # Checkpoints: at the end, on SIGTERM/SIGINT, every save_every steps (0 = off) and at least
+    # every save_every_minutes of wall-clock (0 = off), so a kill -9 loses at most that much.
+    c.save_every = 0
+    c.save_every_minutes = 10.0
     c.keep = 3  # newest checkpoints kept; <= 0 keeps all
     c.keep_best = False  # also keep the checkpoint with the lowest periodic val loss
+    # A step whose loss or gradient norm is not finite applies no update (the step counter still
+    # advances); after this many in a row the run rolls back to its last checkpoint and skips
+    # past the batches that caused them. A second rollback to the same checkpoint stops the run.
+    c.nonfinite_rollback_after = 3
     c.resume = True  # continue from the newest readable checkpoint in workdir
     c.overwrite = False  # with resume=False: delete an existing run in workdir instead of refusing
     c.wandb = False

@@ -98,15 +98,16 @@ def benchmark(config: TrainConfig | ml_collections.ConfigDict, steps: int = 5, w
     batch = jax.device_put({"x": tokens[..., :-1].astype(np.int32),
                             "y": tokens[..., 1:].astype(np.int32)}, run.batch_sharding)
     t = time.perf_counter()
-    compiled = run.compile_train_step(config.run.iterations)
+    compiled = run.compile_train_step()
     compile_s = time.perf_counter() - t
+    horizon = run.horizon(config.run.iterations)
     for _ in range(warmup):
-        state, metrics = compiled(state, batch)
+        state, metrics = compiled(state, batch, horizon)
     jax.block_until_ready(metrics)
     times = []
     for _ in range(steps):
         t = time.perf_counter()
-        state, metrics = compiled(state, batch)
+        state, metrics = compiled(state, batch, horizon)
         jax.block_until_ready(metrics)
         times.append(time.perf_counter() - t)
     step_time = float(np.median(times))
@@ -132,13 +133,14 @@ def train_losses(config: TrainConfig | ml_collections.ConfigDict, steps: int) ->
     config = build_config(config, "losses")
     data.ensure_dataset(config.data.dataset, config.data.data_dir)
     run = build_run(config)
-    step = run.compile_train_step(config.run.iterations)
+    step = run.compile_train_step()
+    horizon = run.horizon(config.run.iterations)
     state = run.init_state()
     losses = []
     with data.TrainLoader(config.data.data_dir, batch_size=config.data.batch_size,
                           seq_len=config.model.sequence_length, seed=config.data.data_seed,
                           acc_steps=config.data.acc_steps) as loader:
         for _ in range(steps):
-            state, metrics = step(state, to_global(next(loader), run.mesh, batch_axis=1))
+            state, metrics = step(state, to_global(next(loader), run.mesh, batch_axis=1), horizon)
             losses.append(metrics["loss"])
     return [float(x) for x in jax.device_get(losses)]

@@ -1,27 +1,51 @@
-"""A wall-clock budget for a run (config.budget_minutes), with the lr schedule's horizon in time."""
+"""A wall-clock budget for a run (config.budget_minutes), with the lr schedule's horizon in time.
+
+The clock. Budget time starts when `train()` starts (compiling, restoring and setting up the
+data count) and runs through evaluations and saves. A checkpoint records the budget time used so
+far and the horizon; a resumed run continues from those, plus its own set-up time. Time the
+killed process spent after its last checkpoint is not counted: those steps are run again.
+
+The horizon. After `budget_warmup_steps` steps the budget measures wall time per step (the
+window since the last horizon change, evaluations and saves included) and sets the schedule's
+horizon to the steps that fit; it re-measures every `log_freq` steps and moves the horizon again
+when the estimate drifts by more than `budget_tolerance`, so the decay ends at the budget. The
+horizon is an argument of the compiled step: moving it costs nothing. No llm-baselines option
+does this.
+
+Everything the decisions depend on is in `BudgetState`, saved with each checkpoint, so a resumed
+run makes the decisions the uninterrupted run would have made with the same timings.
+"""
 
 from __future__ import annotations
 
-import time
+import dataclasses
+from typing import Any, Callable
 
 from minillm_jax import data
 from minillm_jax.config import TrainConfig
 
+@dataclasses.dataclass
+class BudgetState:
+    """The budget's bookkeeping, in budget seconds (see the module docstring)."""
+
+    horizon: int
+    elapsed_s: float = 0.0  # budget time used before the current session started
+    moves: int = 0
+    mark_elapsed_s: float = -1.0  # start of the current step-time window (-1: not started)
+    mark_step: int = 0
+    step_time_s: float = 0.0
+    reserve_s: float = 0.0
+
 
 class TimeBudget:
-    """The run stops when the budget minus a reserve for the final evaluation and save is spent.
+    """Decides when a budgeted run stops and where its lr schedule ends."""
 
-    After `budget_warmup_steps` steps it measures wall time per step (evaluations included) and
-    sets the schedule's horizon to the steps that fit; it keeps re-measuring at every
-    `log_freq`-th step and moves the horizon again when the estimate drifts by more than
-    `budget_tolerance`, so the decay ends at the budget. No llm-baselines option does this.
-    """
-
-    def __init__(self, config: TrainConfig, compile_s: float):
+    def __init__(self, config: TrainConfig, clock: Callable[[], float], session_start: float,
+                 saved: dict[str, Any] | None = None):
         run, d = config.run, config.data
-        self.run = run
-        self.started = time.perf_counter()
-        self.horizon_steps = run.iterations
+        self.run, self.clock, self.session_start = run, clock, session_start
+        self.state = (BudgetState(**saved) if saved else
+                      BudgetState(horizon=run.iterations, reserve_s=0.02 * 60 * run.budget_minutes))
         full_batches = data.num_val_batches(d.data_dir, batch_size=d.eval_batch_size,
                                             seq_len=config.model.sequence_length)
         eval_batches = full_batches if run.final_full_eval else min(full_batches,
@@ -30,47 +54,46 @@ class TimeBudget:
         # (a third of a training step each); this bound is refined by measurement below.
         self.eval_share = eval_batches * d.eval_batch_size / max(
             3 * d.batch_size * d.acc_steps, 1)
-        self.step_time_s = 0.0
-        self.reserve_s = 0.02 * 60 * run.budget_minutes
-        self._resized = 0
-        self.compile_s = compile_s  # cost of one compile, updated when one happens
-        self._mark_time, self._mark_steps = self.started, 0
+
+    def elapsed(self) -> float:
+        """Budget seconds used so far, this session included."""
+        return self.state.elapsed_s + self.clock() - self.session_start
+
+    def snapshot(self) -> dict[str, Any]:
+        """The state to save with a checkpoint taken now."""
+        return dataclasses.asdict(dataclasses.replace(self.state, elapsed_s=self.elapsed()))
+
+    def start(self, step: int) -> None:
+        """Opens the first step-time window at the first step a fresh run takes (compile and
+        set-up excluded); a resumed run keeps the window it saved."""
+        if self.state.mark_elapsed_s < 0:
+            self.mark(step)
 
     def expired(self) -> bool:
-        deadline = self.started + 60 * self.run.budget_minutes - self.reserve_s
-        return time.perf_counter() >= deadline
+        return self.elapsed() >= 60 * self.run.budget_minutes - self.state.reserve_s
 
-    def horizon(self, start: int, steps_done: int) -> int | None:
-        """A new schedule horizon (total steps) when it should move, else None."""
-        run = self.run
+    def new_horizon(self, step: int) -> int | None:
+        """A new schedule horizon (total steps) when it should move at `step`, else None."""
+        s, run = self.state, self.run
+        since = step - s.mark_step
         warmup = run.budget_warmup_steps
-        if steps_done < warmup or (steps_done > warmup and steps_done % run.log_freq):
+        if since < warmup or (since > warmup and step % run.log_freq):
             return None
-        now = time.perf_counter()
-        elapsed = now - self.started
-        if steps_done - self._mark_steps < warmup:
-            return None
-        # wall time per step since the last horizon change (recompiles excluded, reacts to drift)
-        self.step_time_s = (now - self._mark_time) / (steps_done - self._mark_steps)
-        self.reserve_s = max(5.0, 2.0 * self.eval_share * self.step_time_s + 5.0)
-        left = 60 * run.budget_minutes - self.reserve_s - elapsed
+        elapsed = self.elapsed()
+        s.step_time_s = (elapsed - s.mark_elapsed_s) / since
+        s.reserve_s = max(5.0, 2.0 * self.eval_share * s.step_time_s + 5.0)
+        left = 60 * run.budget_minutes - s.reserve_s - elapsed
 
         def steps_that_fit(seconds: float) -> int:
-            return min(start + steps_done + max(int(seconds / self.step_time_s), 1),
-                       run.iterations)
+            return min(step + max(int(seconds / max(s.step_time_s, 1e-9)), 1), run.iterations)
 
-        # Is the current horizon still right (ignoring a recompile we would not do)?
-        drift = abs(steps_that_fit(left) - self.horizon_steps) / max(self.horizon_steps, 1)
-        if drift <= run.budget_tolerance or self._resized >= 8:
-            return None
-        left -= self.compile_s  # moving the horizon costs a recompile, paid from the budget
-        if left < self.compile_s:  # too late for a recompile to pay for itself
-            return None
         fits = steps_that_fit(left)
-        self._resized += 1
-        self.horizon_steps = fits
+        if abs(fits - s.horizon) <= run.budget_tolerance * max(s.horizon, 1):
+            return None
+        s.moves += 1
+        s.horizon = fits
         return fits
 
-    def mark(self, steps_done: int) -> None:
-        """Restart the step-time measurement (after a recompile)."""
-        self._mark_time, self._mark_steps = time.perf_counter(), steps_done
+    def mark(self, step: int) -> None:
+        """Starts a new step-time window at `step`."""
+        self.state.mark_elapsed_s, self.state.mark_step = self.elapsed(), step

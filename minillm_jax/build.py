@@ -4,19 +4,22 @@ One builder serves the trainer, the benchmark and `evaluate`, so all three run t
 
     run = build_run(config)
     state = run.init_state()                       # or restore onto run.abstract_state
-    step = run.compile_train_step(horizon)         # AOT: lower().compile(), state donated
-    metrics = step(state, batch)                   # batch: (acc_steps, B, T) "x" and "y"
+    step = run.compile_train_step()                # AOT: lower().compile(), state donated
+    state, metrics = step(state, batch, horizon)   # batch: (acc_steps, B, T) "x" and "y";
+                                                   # horizon: the lr schedule's length (int32)
     eval_step = run.eval_step()                    # (params, {"x","y","mask"}) -> sums
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding
 
@@ -61,18 +64,27 @@ class Run:
         model, tx, seed = self.model, self.tx, self.config.run.seed
         return jax.jit(lambda: init_state(model, tx, seed), out_shardings=self.state_shardings)()
 
-    def train_step(self, horizon: int) -> Callable:
-        """The jitted (not yet compiled) train step for an lr-schedule horizon of `horizon` steps
-        (the optimizer state's structure does not depend on it)."""
-        tx, schedule = build_optimizer(self.config.optim, horizon)
-        step = make_train_step(self.model, tx, schedule, self.config.execution.loss_chunk_size)
-        return jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding),
-                       out_shardings=(self.state_shardings, sharding.replicated(self.mesh)),
-                       donate_argnums=(0,))
+    def train_step(self) -> Callable:
+        """The jitted (not yet compiled) step(state, batch, horizon): `horizon` is the lr
+        schedule's length in steps, an int32 scalar."""
+        step = make_train_step(self.model, functools.partial(build_optimizer, self.config.optim),
+                               self.config.execution.loss_chunk_size)
+        replicated = sharding.replicated(self.mesh)
+        return jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding, replicated),
+                       out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
 
-    def compile_train_step(self, horizon: int) -> Any:
-        """train_step(horizon) compiled ahead of time for the run's state and batch shapes."""
-        return self.train_step(horizon).lower(self.abstract_state, self.abstract_batch()).compile()
+    def lower_train_step(self) -> Any:
+        """train_step() lowered for the run's state and batch shapes."""
+        horizon = jax.ShapeDtypeStruct((), jnp.int32, sharding=sharding.replicated(self.mesh))
+        return self.train_step().lower(self.abstract_state, self.abstract_batch(), horizon)
+
+    def compile_train_step(self) -> Any:
+        """train_step() compiled ahead of time: call it as step(state, batch, horizon)."""
+        return self.lower_train_step().compile()
+
+    def horizon(self, steps: int) -> jax.Array:
+        """The horizon argument of the train step, on the devices."""
+        return jax.device_put(np.int32(steps), sharding.replicated(self.mesh))
 
     def eval_step(self) -> Callable:
         """The jitted eval step over params sharded like the state's."""

@@ -10,6 +10,8 @@ Items per step (one orbax step holds them all, so a restore never mixes model an
   fingerprint  per-array checksums of params / opt_state / train (JSON), checked on restore:
                orbax detects truncated or missing files, but not flipped bytes inside a chunk
   metrics      {val_loss} of checkpoints saved at a periodic eval (only with keep_best)
+  loop         the training loop's own state (JSON: the time budget's clock and horizon), when
+               it has any
 
 Writes are atomic: orbax writes <step>.orbax-checkpoint-tmp-*/ and renames it to <step>/ once
 every item is committed, so a run killed mid-save leaves the previous checkpoints intact (the tmp
@@ -40,7 +42,7 @@ from orbax.checkpoint import checkpoint_managers as ocp_managers
 from minillm_jax.config import ConfigError, ModelConfig, TrainConfig, build_config
 from minillm_jax.rundir import UNREADABLE_DIR, checkpoint_dir, step_dir
 
-ITEMS = ("params", "opt_state", "train", "data", "config", "fingerprint")
+ITEMS = ("params", "opt_state", "train", "data", "config", "fingerprint", "loop")
 BEST_METRIC = "val_loss"
 
 class CheckpointError(RuntimeError):
@@ -62,7 +64,8 @@ def quiet_orbax_logs() -> None:
 def _item_handlers() -> dict[str, Any]:
     standard, as_json = ocp.StandardCheckpointHandler, ocp.JsonCheckpointHandler
     return {"params": standard(), "opt_state": standard(), "train": standard(),
-            "data": as_json(), "config": as_json(), "fingerprint": as_json()}
+            "data": as_json(), "config": as_json(), "fingerprint": as_json(),
+            "loop": as_json()}
 
 
 def _best_metric(metrics: Any) -> float:
@@ -186,9 +189,10 @@ def _describe(err: BaseException) -> str:
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict | None,
-         config: TrainConfig | ml_collections.ConfigDict, metrics: dict | None = None) -> None:
+         config: TrainConfig | ml_collections.ConfigDict, metrics: dict | None = None,
+         loop_state: dict | None = None) -> None:
     """Saves one step (asynchronously when the manager is async). `metrics` ({"val_loss": x})
-    ranks the checkpoint for keep_best."""
+    ranks the checkpoint for keep_best; `loop_state` is the loop's own JSON state."""
     items = {
         "params": ocp.args.StandardSave(state.params),
         "train": ocp.args.StandardSave({"step": state.step, "rng": state.rng}),
@@ -199,6 +203,8 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict
         items["opt_state"] = ocp.args.StandardSave(state.opt_state)
     if data_state is not None:
         items["data"] = ocp.args.JsonSave(data_state)
+    if loop_state:
+        items["loop"] = ocp.args.JsonSave(loop_state)
     manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
 
@@ -353,7 +359,8 @@ class RunCheckpoints:
         self.pending = None
 
     def save(self, step: int, state: Any, data_state: dict | None,
-             config: TrainConfig, metrics: dict | None = None) -> bool:
+             config: TrainConfig, metrics: dict | None = None,
+             loop_state: dict | None = None) -> bool:
         """Starts an asynchronous save of `step` (False if that step is already saved)."""
         self.wait()  # a failure of the previous save is reported for its own step
         if step in self.manager.all_steps():
@@ -362,12 +369,20 @@ class RunCheckpoints:
             metrics = {}  # ranked last by keep_best (and no orbax warning about missing metrics)
         start = time.perf_counter()
         try:
-            save(self.manager, step, state, data_state, config, metrics)
+            save(self.manager, step, state, data_state, config, metrics, loop_state)
         except Exception as err:  # noqa: BLE001 - directory creation, serialization, ...
             raise self._write_error(step, err) from err
         self.blocking_s.append(time.perf_counter() - start)
         self.pending = step
         return True
+
+    def loop_state(self, step: int) -> dict | None:
+        """The loop state saved with `step` (None if it has none)."""
+        if "loop" not in _present_items(self.manager, step):
+            return None
+        restored = self.manager.restore(step, args=ocp.args.Composite(
+            loop=ocp.args.JsonRestore()))
+        return restored["loop"]
 
     def _set_aside(self, step: int, err: BaseException, used: int) -> None:
         source = step_dir(self.workdir, step)

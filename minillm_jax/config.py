@@ -409,8 +409,10 @@ class RunConfig:
     eval_batches: int
     final_full_eval: bool
     save_every: int
+    save_every_minutes: float
     keep: int
     keep_best: bool
+    nonfinite_rollback_after: int
     resume: bool
     overwrite: bool
     budget_minutes: float
@@ -426,9 +428,9 @@ class RunConfig:
 
     def __post_init__(self) -> None:
         _positive(self, "iterations", "log_freq", "eval_freq", "eval_batches",
-                  "budget_warmup_steps")
-        _non_negative(self, "save_every", "budget_minutes", "budget_tolerance", "sample_tokens",
-                      "sample_temperature", "sample_top_k")
+                  "budget_warmup_steps", "nonfinite_rollback_after")
+        _non_negative(self, "save_every", "save_every_minutes", "budget_minutes",
+                      "budget_tolerance", "sample_tokens", "sample_temperature", "sample_top_k")
 
 
 PARTS = {"model": ModelConfig, "execution": ExecutionConfig, "optim": OptimConfig,
@@ -490,6 +492,15 @@ def build_config(source: ml_collections.ConfigDict | Mapping[str, Any] | TrainCo
 
 def _check_across_parts(config: TrainConfig) -> None:
     """Checks that involve fields of several parts."""
+    from minillm_jax.optim.schedules import check_schedule
+
+    try:
+        check_schedule(config.optim, config.run.iterations)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if config.run.budget_minutes > 0 and config.optim.scheduler == "sgdr":
+        raise ConfigError("config.scheduler='sgdr' has restarts at fixed steps, which a time "
+                          "budget cannot move: use cos, linear or wsd with budget_minutes")
     model, data = config.model, config.data
     if model.has_moe and model.moe_impl_resolved == "einsum" and model.moe_group_size:
         group, seq = model.moe_group_size, model.sequence_length

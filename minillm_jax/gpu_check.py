@@ -81,8 +81,7 @@ def _compile(cell: Cell) -> Any:
     config = _config(cell.overrides)
     run = build_run(config)
     cell.result.update(attention_used=run.attention.impl, attention_reason=run.attention.reason)
-    return run, run.train_step(config.run.iterations).lower(run.abstract_state,
-                                                           run.abstract_batch())
+    return run, run.lower_train_step()
 
 
 def _time_cell(cell: Cell, run: Any, compiled: Any, steps: int, peak: float) -> None:
@@ -98,12 +97,13 @@ def _time_cell(cell: Cell, run: Any, compiled: Any, steps: int, peak: float) -> 
     tokens = np.random.default_rng(0).integers(0, 50257, (shape[0], shape[1], shape[2] + 1))
     batch = jax.device_put({"x": tokens[..., :-1].astype(np.int32),
                             "y": tokens[..., 1:].astype(np.int32)}, run.batch_sharding)
+    horizon = run.horizon(config.run.iterations)
     for _ in range(3):
-        state, metrics = compiled(state, batch)
+        state, metrics = compiled(state, batch, horizon)
     jax.block_until_ready(metrics)
     start = time.perf_counter()
     for _ in range(steps):
-        state, metrics = compiled(state, batch)
+        state, metrics = compiled(state, batch, horizon)
     jax.block_until_ready(metrics)
     step_s = (time.perf_counter() - start) / steps
     tokens_per_step = int(np.prod(shape))

@@ -7,7 +7,6 @@ the step it just launched (the device always has work queued).
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from typing import Any, Iterator
 
@@ -15,7 +14,7 @@ import jax
 
 from minillm_jax.metrics import MetricsWriter
 
-LOGGED = ("loss", "lr", "grad_norm")  # always in a train step's metrics
+LOGGED = ("loss", "lr", "grad_norm", "skipped")  # always in a train step's metrics
 
 
 def log(message: str) -> None:
@@ -30,14 +29,6 @@ def format_duration(seconds: float) -> str:
     return f"{hours}h{rest // 60:02d}m" if hours else f"{rest // 60}m{rest % 60:02d}s"
 
 
-class NonFiniteLoss(ArithmeticError):
-    """A step's loss is NaN or infinite."""
-
-    def __init__(self, step: int, value: float):
-        super().__init__(f"loss became {value} at step {step}")
-        self.step, self.value = step, value
-
-
 class Progress:
     """Tracks tokens/s, ETA and training time (evaluations excluded) and logs train metrics."""
 
@@ -48,6 +39,7 @@ class Progress:
         self.pending: tuple[int, dict[str, Any]] | None = None  # (step, device metrics)
         self._window_start, self._window_steps = time.perf_counter(), 0
         self._train_time_s = 0.0  # closed windows
+        self.skipped_steps = 0  # steps whose update was skipped (non-finite), this session
 
     @property
     def train_time_s(self) -> float:
@@ -60,24 +52,33 @@ class Progress:
         return {"flops": step * self.tokens_per_step * self.flops_per_token,
                 "train_time_s": self.train_time_s}
 
-    def push(self, step: int, metrics: dict[str, Any], total: int) -> None:
-        """Queues step `step`'s (device) metrics after reporting the previous step's."""
-        self.flush(total)
+    def push(self, step: int, metrics: dict[str, Any], total: int,
+             ) -> tuple[int, dict[str, float]] | None:
+        """Queues step `step`'s (device) metrics after reporting the previous step's, whose
+        (step, values) it returns (None for the first)."""
+        reported = self.flush(total)
         self.pending = (step, metrics)
+        return reported
 
-    def flush(self, total: int) -> None:
-        """Reports the queued step, if any (raises NonFiniteLoss for a NaN/inf loss)."""
+    def drop(self) -> None:
+        """Forgets the queued step (its state was discarded: a rollback)."""
+        self.pending = None
+
+    def flush(self, total: int) -> tuple[int, dict[str, float]] | None:
+        """Reports the queued step, if any, and returns its (step, values)."""
         if self.pending is None:
-            return
+            return None
         step, metrics = self.pending
         self.pending = None
         values = {k: float(v) for k, v in jax.device_get(metrics).items()}
-        if not math.isfinite(values["loss"]):
-            raise NonFiniteLoss(step, values["loss"])
         self._window_steps += 1
         done = step + 1
+        if values["skipped"]:
+            self.skipped_steps += 1
+            log(f"step {done}: loss {values['loss']}, grad norm {values['grad_norm']}: not "
+                "finite, update skipped")
         if done % self.log_freq and done != total:
-            return
+            return step, values
         now = time.perf_counter()
         elapsed = now - self._window_start
         self._train_time_s += elapsed
@@ -89,8 +90,10 @@ class Progress:
         extra = {k: v for k, v in values.items() if k not in LOGGED}
         self.writer.write(done, train_loss=values["loss"], lr=values["lr"],
                           grad_norm=values["grad_norm"], tokens_per_s=rate,
-                          step_time_s=step_time, tokens=done * self.tokens_per_step, **extra)
+                          step_time_s=step_time, tokens=done * self.tokens_per_step,
+                          skipped_steps=self.skipped_steps, **extra)
         self._window_start, self._window_steps = now, 0
+        return step, values
 
     @contextlib.contextmanager
     def paused(self) -> Iterator[None]:

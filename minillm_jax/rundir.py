@@ -35,7 +35,8 @@ def prepare_workdir(workdir: str) -> None:
     its first checkpoint."""
     try:
         os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, ".write_test")
+        # one probe per process: processes sharing the workdir must not remove each other's
+        probe = os.path.join(workdir, f".write_test.{jax.process_index()}.{os.getpid()}")
         with open(probe, "w") as f:
             f.write("ok")
         os.remove(probe)
@@ -66,6 +67,7 @@ def prepare_run(workdir: str, resume: bool, overwrite: bool) -> None:
         directory) else []
     metrics = os.path.join(workdir, "metrics.jsonl")
     has_metrics = os.path.exists(metrics) and os.path.getsize(metrics) > 0
+    _sync("minillm_overwrite_check")  # every process looks before process 0 deletes anything
     if not steps and not has_metrics:
         return
     if not overwrite:

@@ -45,9 +45,16 @@ def mean_cross_entropy(f: Features, targets: Array, loss_chunk_size: int) -> Arr
     return cross_entropy(head_logits(f.hidden, f.head), targets).mean()
 
 
-def make_train_step(model: Transformer, tx: optax.GradientTransformation,
-                    schedule: Callable[[Array], Array], loss_chunk_size: int = 0) -> Callable:
-    """Builds step(state, batch) for a batch {"x", "y"} of shape (acc_steps, B, T).
+Optimizer = Callable[[Array], tuple[optax.GradientTransformation, Callable[[Array], Array]]]
+
+
+def make_train_step(model: Transformer, optimizer: Optimizer,
+                    loss_chunk_size: int = 0) -> Callable:
+    """Builds step(state, batch, horizon) for a batch {"x", "y"} of shape (acc_steps, B, T).
+
+    `optimizer(horizon)` gives (tx, lr schedule) for an lr schedule `horizon` steps long
+    (minillm_jax.optim.build_optimizer with the run's OptimConfig); the horizon is an argument of
+    the compiled step, so the time budget moves it without recompiling.
 
     Gradients of the acc_steps micro-batches are averaged (a scan, so memory is one micro-batch);
     the reported loss is their mean (llm-baselines logs the last micro-batch's loss).
@@ -67,7 +74,9 @@ def make_train_step(model: Transformer, tx: optax.GradientTransformation,
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
-    def step(state: TrainState, batch: dict[str, Array]) -> tuple[TrainState, dict[str, Array]]:
+    def step(state: TrainState, batch: dict[str, Array], horizon: Array,
+             ) -> tuple[TrainState, dict[str, Array]]:
+        tx, schedule = optimizer(horizon)
         step_rng = jax.random.fold_in(state.rng, state.step)
         acc_steps = batch["x"].shape[0]
 
@@ -88,7 +97,15 @@ def make_train_step(model: Transformer, tx: optax.GradientTransformation,
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {k: v / acc_steps for k, v in metric_sum.items()}
-        metrics.update(grad_norm=optax.tree.norm(grads),
+        grad_norm = optax.tree.norm(grads)
+        # A non-finite loss or gradient applies no update: parameters and optimizer state stay
+        # as they were (bitwise), the step counter still advances, and the loop decides what
+        # else to do (minillm_jax/trainer.py). optax.apply_if_finite looks at gradients only and
+        # changes the optimizer state's layout (existing checkpoints would no longer restore).
+        finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
+        params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
+                                         (params, opt_state), (state.params, state.opt_state))
+        metrics.update(grad_norm=grad_norm, skipped=1.0 - finite.astype(jnp.float32),
                        # the applied lr: schedule x reduce-on-plateau scale (1 without plateau)
                        lr=current_lr(state.opt_state, schedule, state.step))
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics

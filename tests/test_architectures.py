@@ -54,10 +54,11 @@ def test_variant_trains_on_a_fixed_batch(name):
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                        rng=jax.random.key(1))
     batch = _fixed_batch()
-    step = fast_jit(make_train_step(model, tx, lambda s: 1e-2, loss_chunk_size=chunk), state, batch)
+    step = fast_jit(make_train_step(model, lambda horizon: (tx, lambda s: 1e-2),
+                                    loss_chunk_size=chunk), state, batch, 12)
     losses = []
     for _ in range(12):
-        state, metrics = step(state, batch)
+        state, metrics = step(state, batch, 12)
         losses.append(float(metrics["loss"]))
     assert all(np.isfinite(losses))
     assert losses[-1] < losses[0] - 0.5, losses

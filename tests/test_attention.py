@@ -96,7 +96,8 @@ def test_train_step_lowers_for_cuda_on_a_cpu_machine(dtype):
 
     config = build_config(tiny_config(compute_dtype=dtype, attention_impl="xla", dropout=0.1))
     run = build_run(config)
-    exported = jax.export.export(run.train_step(config.run.iterations), platforms=["cuda"])(
-        run.abstract_state, run.abstract_batch())
+    horizon = jax.ShapeDtypeStruct((), jnp.int32)
+    exported = jax.export.export(run.train_step(), platforms=["cuda"])(
+        run.abstract_state, run.abstract_batch(), horizon)
     assert exported.platforms == ("cuda",)
     assert "stablehlo" in exported.mlir_module()

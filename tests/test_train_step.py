@@ -41,12 +41,12 @@ def _setup(acc_steps):
                         sequence_length=16)
     model = M.Transformer(cfg)
     tx = optax.sgd(0.1)
-    step = jax.jit(make_train_step(model, tx, lambda s: 0.1))
+    step = jax.jit(make_train_step(model, lambda horizon: (tx, lambda s: 0.1)))
     tokens = jax.random.randint(jax.random.key(5), (8, 17), 0, 128)
     x, y = tokens[:, :-1], tokens[:, 1:]
     batch = {"x": x.reshape(acc_steps, 8 // acc_steps, 16),
              "y": y.reshape(acc_steps, 8 // acc_steps, 16)}
-    return step(init_state(model, tx, seed=0), batch)
+    return step(init_state(model, tx, seed=0), batch, 1)
 
 
 def test_gradient_accumulation_equals_one_big_batch():
@@ -67,8 +67,9 @@ def test_fused_loss_step_equals_plain_step():
     batch = {"x": tokens[None, :, :-1], "y": tokens[None, :, 1:]}
     results = []
     for chunk in (0, 48):
-        step = jax.jit(make_train_step(model, tx, lambda s: 0.5, loss_chunk_size=chunk))
-        results.append(step(init_state(model, tx, seed=0), batch))
+        step = jax.jit(make_train_step(model, lambda horizon: (tx, lambda s: 0.5),
+                                       loss_chunk_size=chunk))
+        results.append(step(init_state(model, tx, seed=0), batch, 1))
     (s0, m0), (s1, m1) = results
     assert float(m1["loss"]) == pytest.approx(float(m0["loss"]), rel=1e-6)
     assert float(m1["grad_norm"]) == pytest.approx(float(m0["grad_norm"]), rel=1e-5)
@@ -88,3 +89,28 @@ def test_bf16_training_tracks_float32_for_100_steps(shakespeare_dir):
     gaps = [abs(a - b) / a for a, b in zip(f32, bf16)]
     assert f32[-1] < f32[0] - 2.0  # it learns, so the comparison covers a moving trajectory
     assert max(gaps) < 0.02, max(gaps)
+
+
+def test_non_finite_step_applies_no_update_and_counts_it():
+    """A batch whose loss is NaN (an out-of-range token id embeds as NaN) leaves parameters and
+    optimizer state bitwise untouched and advances the step; a finite batch then trains."""
+    cfg = M.ModelConfig(model="llama", n_layer=2, n_embd=32, n_head=4, vocab_size=128,
+                        sequence_length=16)
+    model = M.Transformer(cfg)
+    tx = optax.adamw(1e-2)
+    step = jax.jit(make_train_step(model, lambda horizon: (tx, lambda s: 1e-2)))
+    tokens = jax.random.randint(jax.random.key(5), (8, 17), 0, 128)
+    good = {"x": tokens[None, :, :-1], "y": tokens[None, :, 1:]}
+    bad = {"x": good["x"].at[0, 3, 5].set(10_000), "y": good["y"]}
+    state = init_state(model, tx, seed=0)
+    before = jax.device_get(state)
+    after, metrics = step(state, bad, 10)
+    assert not np.isfinite(float(metrics["loss"])) and float(metrics["skipped"]) == 1.0
+    assert int(after.step) == 1
+    for a, b in zip(jax.tree.leaves((after.params, after.opt_state)),
+                    jax.tree.leaves((before.params, before.opt_state))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    trained, metrics = step(after, good, 10)
+    assert float(metrics["skipped"]) == 0.0 and int(trained.step) == 2
+    assert not np.array_equal(np.asarray(trained.params["wte"]["embedding"]),
+                              np.asarray(before.params["wte"]["embedding"]))

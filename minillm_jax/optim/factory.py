@@ -86,10 +86,11 @@ def _base_optimizer(config: OptimConfig, schedule: optax.Schedule,
     return optax.chain(tx, *tail)
 
 
-def build_optimizer(config: OptimConfig, iterations: int,
+def build_optimizer(config: OptimConfig, iterations: Any,
                     ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Returns (optimizer, base lr schedule) for a run of `iterations` steps (the schedule's
-    horizon); clipping by global norm first when grad_clip > 0.
+    horizon: a number, or a traced scalar inside the train step); clipping by global norm first
+    when grad_clip > 0. The optimizer state's structure does not depend on the horizon.
 
     With a plateau scale the lr applied is schedule(step) * lr_scale(opt_state): log
     minillm_jax.optim.current_lr(opt_state, schedule, step).

@@ -1,15 +1,21 @@
 """Learning-rate schedules as optax schedules (step -> lr), selected by config.scheduler.
 
-`cos` and `linear` are torch's OneCycleLR exactly as llm-baselines configures it (docs/llm-baselines.md#learning-rate-schedule):
-warm-up from lr/div_factor to lr, then anneal to lr/div_factor/final_div_factor, both phases with
-the same shape (the warm-up is cosine-shaped too). optax.cosine_onecycle_schedule differs (its
-warm-up boundaries are not torch's `pct*N - 1` / `N - 1`), hence this closed form.
+Every schedule takes its length (`total_steps`, the horizon) as a number or as a traced scalar:
+the train step receives the horizon as an argument, so the time budget can move it without a
+recompile (minillm_jax/budget.py). Hence closed forms in jnp rather than optax's piecewise
+helpers, whose boundaries must be Python numbers.
+
+`cos` and `linear` are torch's OneCycleLR exactly as llm-baselines configures it
+(docs/llm-baselines.md#learning-rate-schedule): warm-up from lr/div_factor to lr, then anneal to
+lr/div_factor/final_div_factor, both phases with the same shape (the warm-up is cosine-shaped
+too). optax.cosine_onecycle_schedule differs (its warm-up boundaries are not torch's `pct*N - 1`
+/ `N - 1`), hence this closed form.
 
 The other schedules (minillm_jax/optim/README.md) share OneCycle's end points so that runs compare
 like with like: warm-up (linear) from `lr/div_factor` over `round(warmup_percent*iterations)` steps,
 peak `lr`, minimum `lr/div_factor/final_div_factor` (lr/10 with the defaults).
 
-- `sgdr`: cosine warm restarts (optax.sgdr_schedule). Cycle k lasts round(T0 * mult^k) steps,
+- `sgdr`: cosine warm restarts (as optax.sgdr_schedule). Cycle k lasts round(T0 * mult^k) steps,
   T0 = sgdr_first_cycle (a fraction of iterations when < 1, else steps); its peak is
   lr * sgdr_peak_decay^k; the warm-up is part of the first cycle. The cycle that would run past
   `iterations` is cut to end there, so every run finishes at the minimum.
@@ -21,10 +27,16 @@ peak `lr`, minimum `lr/div_factor/final_div_factor` (lr/10 with the defaults).
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax.numpy as jnp
 import optax
 
 from minillm_jax.config import WSD_SHAPES, OptimConfig
+
+MAX_SGDR_CYCLES = 1000
+
+Steps = Any  # a Python int or a traced int32 scalar
 
 
 def _anneal(kind: str, start, end, pct):
@@ -33,7 +45,7 @@ def _anneal(kind: str, start, end, pct):
     return start + (end - start) * pct
 
 
-def onecycle(peak_lr: float, total_steps: int, pct_start: float, kind: str = "cos",
+def onecycle(peak_lr: float, total_steps: Steps, pct_start: float, kind: str = "cos",
              div_factor: float = 100.0, final_div_factor: float = 0.1) -> optax.Schedule:
     """torch OneCycleLR(max_lr, total_steps, pct_start, anneal_strategy=kind, div_factor,
     final_div_factor) evaluated at the 0-based optimizer step.
@@ -45,22 +57,21 @@ def onecycle(peak_lr: float, total_steps: int, pct_start: float, kind: str = "co
     """
     initial = peak_lr / div_factor
     final = initial / final_div_factor
-    warm_end = float(pct_start * total_steps) - 1.0
-    last = float(total_steps - 1)
+    total = jnp.asarray(total_steps, jnp.float32)
+    warm_end = pct_start * total - 1.0
+    last = total - 1.0
 
     def schedule(step):
         t = jnp.minimum(jnp.asarray(step, jnp.float32), last)
-        if warm_end <= 0:
-            return _anneal(kind, peak_lr, final, (t - warm_end) / max(last - warm_end, 1.0))
-        warm = _anneal(kind, initial, peak_lr, t / warm_end)
-        decay = _anneal(kind, peak_lr, final, (t - warm_end) / max(last - warm_end, 1.0))
-        return jnp.where(t <= warm_end, warm, decay)
+        decay = _anneal(kind, peak_lr, final, (t - warm_end) / jnp.maximum(last - warm_end, 1.0))
+        warm = _anneal(kind, initial, peak_lr, t / jnp.maximum(warm_end, 1e-9))
+        return jnp.where((warm_end > 0) & (t <= warm_end), warm, decay)
 
     return schedule
 
 
 def sgdr_cycles(total_steps: int, first_cycle: float, cycle_mult: float = 1.0,
-                max_cycles: int = 1000) -> list[int]:
+                max_cycles: int = MAX_SGDR_CYCLES) -> list[int]:
     """Lengths of the SGDR cycles covering total_steps (the last one cut to end at total_steps).
 
     first_cycle < 1 is a fraction of total_steps, >= 1 a number of steps.
@@ -82,29 +93,41 @@ def sgdr_cycles(total_steps: int, first_cycle: float, cycle_mult: float = 1.0,
     return lengths
 
 
-def sgdr(peak_lr: float, total_steps: int, first_cycle: float, cycle_mult: float = 1.0,
-         peak_decay: float = 1.0, warmup_steps: int = 0, init_lr: float = 0.0,
+def sgdr(peak_lr: float, total_steps: Steps, first_cycle: float, cycle_mult: float = 1.0,
+         peak_decay: float = 1.0, warmup_steps: Steps = 0, init_lr: float = 0.0,
          min_lr: float = 0.0) -> optax.Schedule:
-    """Cosine annealing with warm restarts (Loshchilov & Hutter 2017) via optax.sgdr_schedule.
+    """Cosine annealing with warm restarts (Loshchilov & Hutter 2017), optax.sgdr_schedule's
+    formula with the cycles of `sgdr_cycles` computed in jnp.
 
     Cycle k runs from peak_lr*peak_decay^k down to min(min_lr, that peak); the first cycle starts
     with a linear warm-up from init_lr over warmup_steps (counted inside the first cycle).
+    Checked by minillm_jax.config for the run's iterations: at most MAX_SGDR_CYCLES cycles, and
+    a warm-up shorter than the first cycle.
     """
-    lengths = sgdr_cycles(total_steps, first_cycle, cycle_mult)
-    if warmup_steps >= lengths[0]:
-        raise ValueError(f"the warm-up ({warmup_steps} steps) must be shorter than the first "
-                         f"sgdr cycle ({lengths[0]} steps): lower warmup_percent or raise "
-                         "sgdr_first_cycle")
-    kwargs = []
-    for k, length in enumerate(lengths):
-        peak = peak_lr * peak_decay ** k
-        kwargs.append(dict(init_value=init_lr if k == 0 else peak, peak_value=peak,
-                           warmup_steps=warmup_steps if k == 0 else 0, decay_steps=length,
-                           end_value=min(min_lr, peak)))
-    return optax.sgdr_schedule(kwargs)
+    total = jnp.asarray(total_steps, jnp.float32)
+    t0 = first_cycle * total if first_cycle < 1 else jnp.float32(first_cycle)
+    k = jnp.arange(MAX_SGDR_CYCLES, dtype=jnp.float32)
+    lengths = jnp.maximum(1.0, jnp.round(t0 * cycle_mult ** k))
+    starts = jnp.cumsum(lengths) - lengths
+    lengths = jnp.clip(total - starts, 1.0, lengths)  # the cycle running past the end is cut
+    warmup = jnp.asarray(warmup_steps, jnp.float32)
+
+    def schedule(step):
+        t = jnp.asarray(step, jnp.float32)
+        cycle = jnp.clip(jnp.searchsorted(starts, t, side="right") - 1, 0, MAX_SGDR_CYCLES - 1)
+        tau, length = t - starts[cycle], lengths[cycle]
+        peak = peak_lr * peak_decay ** cycle.astype(jnp.float32)
+        end = jnp.minimum(min_lr, peak)
+        w = jnp.where(cycle == 0, warmup, 0.0)
+        warm = init_lr + (peak - init_lr) * tau / jnp.maximum(w, 1.0)
+        p = jnp.clip(tau - w, 0.0, length - w) / jnp.maximum(length - w, 1.0)
+        cosine = end + (peak - end) * (1.0 + jnp.cos(jnp.pi * p)) / 2.0
+        return jnp.where(tau < w, warm, cosine)
+
+    return schedule
 
 
-def wsd(peak_lr: float, total_steps: int, warmup_steps: int, decay_steps: int,
+def wsd(peak_lr: float, total_steps: Steps, warmup_steps: Steps, decay_steps: Steps,
         shape: str = "1-sqrt", init_lr: float = 0.0, min_lr: float = 0.0) -> optax.Schedule:
     """Warmup-stable-decay (a.k.a. trapezoidal): linear warm-up from init_lr over warmup_steps,
     peak_lr until the decay, then `decay_steps` steps annealing to min_lr (reached at the last
@@ -115,49 +138,58 @@ def wsd(peak_lr: float, total_steps: int, warmup_steps: int, decay_steps: int,
     """
     if shape not in WSD_SHAPES:
         raise ValueError(f"wsd_decay_shape={shape!r} is unknown: use one of {WSD_SHAPES}")
-    if warmup_steps + decay_steps > total_steps:
-        raise ValueError(f"wsd warm-up ({warmup_steps}) plus decay ({decay_steps}) steps exceed "
-                         f"iterations={total_steps}: lower warmup_percent or wsd_decay_frac")
-    decay_start = total_steps - decay_steps
+    total = jnp.asarray(total_steps, jnp.float32)
+    warmup = jnp.asarray(warmup_steps, jnp.float32)
+    decay_steps = jnp.asarray(decay_steps, jnp.float32)
+    decay_start = total - decay_steps
 
-    def decay(t):  # t counted from decay_start
-        p = jnp.clip((jnp.asarray(t, jnp.float32) + 1.0) / max(decay_steps, 1), 0.0, 1.0)
+    def schedule(step):
+        t = jnp.asarray(step, jnp.float32)
+        p = jnp.clip((t - decay_start + 1.0) / jnp.maximum(decay_steps, 1.0), 0.0, 1.0)
         if shape == "linear":
             frac = 1.0 - p
         elif shape == "cosine":
             frac = (1.0 + jnp.cos(jnp.pi * p)) / 2.0
         else:
             frac = 1.0 - jnp.sqrt(p)
-        return min_lr + (peak_lr - min_lr) * frac
+        warm = init_lr + (peak_lr - init_lr) * t / jnp.maximum(warmup, 1.0)
+        lr = jnp.where(t < warmup, warm, peak_lr)
+        return jnp.where((t >= decay_start) & (decay_steps > 0),
+                         min_lr + (peak_lr - min_lr) * frac, lr)
 
-    schedules, boundaries = [], []
-    if warmup_steps > 0:
-        schedules.append(optax.linear_schedule(init_lr, peak_lr, warmup_steps))
-        boundaries.append(warmup_steps)
-    schedules.append(optax.constant_schedule(peak_lr))
-    if decay_steps > 0:
-        boundaries.append(decay_start)
-        schedules.append(decay)
-    joined = optax.join_schedules(schedules, boundaries)
-    return lambda step: jnp.asarray(joined(step), jnp.float32)
+    return schedule
 
 
-def build_schedule(cfg: OptimConfig, iterations: int) -> optax.Schedule:
-    """The base lr schedule named by cfg.scheduler over a run of `iterations` steps (the plateau
-    scale, if any, is applied on top by the optimizer: see minillm_jax.optim.plateau.current_lr)."""
-    name, n = cfg.scheduler, int(iterations)
+def build_schedule(cfg: OptimConfig, iterations: Steps) -> optax.Schedule:
+    """The base lr schedule named by cfg.scheduler over a run of `iterations` steps (a number or a
+    traced scalar; the plateau scale, if any, is applied on top by the optimizer: see
+    minillm_jax.optim.plateau.current_lr)."""
+    name = cfg.scheduler
     initial = cfg.lr / cfg.div_factor
     final = initial / cfg.final_div_factor
-    warmup = int(round(cfg.warmup_percent * n))
+    n = jnp.asarray(iterations, jnp.float32)
+    warmup = jnp.round(cfg.warmup_percent * n)
     if name in ("cos", "linear"):
-        return onecycle(cfg.lr, n, cfg.warmup_percent, name, cfg.div_factor,
+        return onecycle(cfg.lr, iterations, cfg.warmup_percent, name, cfg.div_factor,
                         cfg.final_div_factor)
     if name in ("constant", "plateau"):
         return optax.constant_schedule(cfg.lr)
     if name == "sgdr":
-        return sgdr(cfg.lr, n, cfg.sgdr_first_cycle, cfg.sgdr_cycle_mult, cfg.sgdr_peak_decay,
-                    warmup_steps=warmup, init_lr=initial, min_lr=final)
+        return sgdr(cfg.lr, iterations, cfg.sgdr_first_cycle, cfg.sgdr_cycle_mult,
+                    cfg.sgdr_peak_decay, warmup_steps=warmup, init_lr=initial, min_lr=final)
     if name == "wsd":
-        decay = int(round(cfg.wsd_decay_frac * n))
-        return wsd(cfg.lr, n, warmup, decay, cfg.wsd_decay_shape, init_lr=initial, min_lr=final)
+        decay = jnp.round(cfg.wsd_decay_frac * n)
+        return wsd(cfg.lr, iterations, warmup, decay, cfg.wsd_decay_shape, init_lr=initial,
+                   min_lr=final)
     raise ValueError(f"scheduler {name!r} is unknown")  # OptimConfig admits only known names
+
+
+def check_schedule(cfg: OptimConfig, iterations: int) -> None:
+    """The schedule fits a run of `iterations` steps (raises ValueError saying what to change)."""
+    if cfg.scheduler == "sgdr":
+        lengths = sgdr_cycles(iterations, cfg.sgdr_first_cycle, cfg.sgdr_cycle_mult)
+        warmup = int(round(cfg.warmup_percent * iterations))
+        if warmup >= lengths[0]:
+            raise ValueError(f"the warm-up ({warmup} steps) must be shorter than the first "
+                             f"sgdr cycle ({lengths[0]} steps): lower warmup_percent or raise "
+                             "sgdr_first_cycle")

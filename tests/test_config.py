@@ -1,0 +1,78 @@
+"""Typed run configuration: defaults from configs/base.py, every field checked once, up front."""
+
+import dataclasses
+
+import pytest
+
+from minillm_jax import config as C
+from tests.conftest import REPO, tiny_config
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("lr", -1.0, "config.lr=-1.0 must be > 0"),
+    ("warmup_percent", 1.5, "config.warmup_percent=1.5 must be in [0.0, 1.0)"),
+    ("beta1", 1.0, "config.beta1=1.0 must be in [0.0, 1.0)"),
+    ("beta2", -0.1, "config.beta2=-0.1 must be in [0.0, 1.0)"),
+    ("eps", 0.0, "config.eps=0.0 must be > 0"),
+    ("weight_decay", -0.1, "config.weight_decay=-0.1 must be >= 0"),
+    ("dropout", 1.0, "config.dropout=1.0 must be in [0.0, 1.0)"),
+    ("iterations", 0, "config.iterations=0 must be > 0"),
+    ("eval_freq", 0, "config.eval_freq=0 must be > 0"),
+    ("save_every", -5, "config.save_every=-5 must be >= 0"),
+    ("save_every_minutes", -1.0, "config.save_every_minutes=-1.0 must be >= 0"),
+    ("budget_minutes", -3.0, "config.budget_minutes=-3.0 must be >= 0"),
+    ("mesh_fsdp", 0, "config.mesh_fsdp=0 must be > 0"),
+    ("mesh_data", 0, "config.mesh_data=0 must be -1"),
+    ("grad_clip", -1.0, "config.grad_clip=-1.0 must be >= 0"),
+    ("residual_dtype", "float16", "config.residual_dtype='float16' is unknown"),
+    ("attention_impl", "flash", "config.attention_impl='flash' is unknown"),
+    ("loss_chunk_size", -1, "config.loss_chunk_size=-1 must be >= 0"),
+    ("opt", "adafactor", "config.opt='adafactor' is unknown"),
+    ("nonfinite_rollback_after", 0, "config.nonfinite_rollback_after=0 must be > 0"),
+])
+def test_bad_values_are_one_clear_line(field, value, message):
+    config = tiny_config(**{field: value})
+    with pytest.raises(C.ConfigError) as err:
+        C.build_config(config)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_unknown_field_is_refused():
+    with pytest.raises(C.ConfigError, match=r"config fields \['learning_rate'\] are unknown"):
+        C.build_config({"learning_rate": 1e-3})
+
+
+def test_defaults_come_from_base_and_aliases_resolve():
+    base = C.base_defaults()
+    typed = C.build_config({"model": "llama2", "scheduler": "none", "attention_impl": ""}, "x")
+    assert typed.model.model == "llama" and typed.optim.scheduler == "constant"
+    assert typed.execution.attention_impl == "xla"  # "" (older configs) was JAX's XLA path
+    assert typed.model.n_layer == base["n_layer"] and typed.optim.lr == base["lr"]
+    assert typed.data.data_dir == "data/slimpajama" and typed.run.workdir == "runs/x"
+    assert typed.data.eval_batch_size == base["batch_size"]
+    assert typed.model.attention_dropout == typed.model.dropout  # -1: same as dropout
+    # every configs/base.py field belongs to exactly one part
+    fields = [f.name for part in C.PARTS.values() for f in dataclasses.fields(part)]
+    assert sorted(fields) == sorted(base) and len(fields) == len(set(fields))
+    assert typed.to_dict().keys() == base.keys()
+
+
+def test_every_config_file_builds():
+    for path in sorted((REPO / "configs").glob("*.py")):
+        C.build_config(C.load_config(path), path.stem)
+
+
+def test_model_identity_ignores_training_only_fields():
+    a = C.ModelConfig(model="llama", dropout=0.0)
+    b = C.ModelConfig(model="llama", dropout=0.2, init_std=0.01)
+    assert a.identity() == b.identity() and a != b
+    assert C.ModelConfig(n_head=8).identity() != C.ModelConfig(n_head=12).identity()
+
+
+def test_device_checks():
+    typed = C.build_config(tiny_config(batch_size=8, mesh_fsdp=2))
+    assert C.check_devices(typed, 4) == (2, 2)
+    with pytest.raises(C.ConfigError, match="config.mesh_fsdp=2 must divide the 3 devices"):
+        C.check_devices(typed, 3)
+    with pytest.raises(C.ConfigError, match="config.batch_size=6 is not divisible by the 4"):
+        C.check_devices(C.build_config(tiny_config(batch_size=6)), 4)
