@@ -33,6 +33,11 @@ def get_config() -> ml_collections.ConfigDict:
     # configs/moe.py, configs/brainformer.py). block_pattern: each block's sublayers in order,
     # each pre-normed with a residual: attn | mlp | moe ("attn,mlp" = the plain block).
     c.block_pattern = "attn,mlp"
+    # Options from the 2024-26 speedrun line (README "A modern recipe"); all off = llm-baselines.
+    c.qk_norm = False  # RMSNorm (learned scale) on each head's queries and keys, before RoPE
+    c.mlp_activation = "auto"  # auto (gpt: gelu, llama: swiglu) | gelu | swiglu | relu2
+    c.zero_init_proj = False  # residual-branch output projections start at zero
+    c.logit_softcap = 0.0  # > 0: logits = cap * tanh(logits / cap); 0 = off
     c.weighted_residual = False  # DenseFormer: block inputs = learned sums of all earlier outputs
     c.moe_n_experts = 8
     c.moe_top_k = 2  # 1 (Switch) or 2 (GShard/Mixtral)

@@ -193,6 +193,12 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict
          loop_state: dict | None = None) -> None:
     """Saves one step (asynchronously when the manager is async). `metrics` ({"val_loss": x})
     ranks the checkpoint for keep_best; `loop_state` is the loop's own JSON state."""
+    # The fingerprints are computed by a jitted program that runs on every device and uses
+    # collectives. Compute them here, on the thread that runs the training loop, and never
+    # inside orbax's background save or any other thread. XLA:CPU queues one launch on its
+    # devices from separate pool tasks, so collective programs launched from two Python threads
+    # can run in a different order on different devices. Each device then waits in a rendezvous
+    # for a program the other devices have not reached, and XLA aborts after 40 s.
     items = {
         "params": ocp.args.StandardSave(state.params),
         "train": ocp.args.StandardSave({"step": state.step, "rng": state.rng}),

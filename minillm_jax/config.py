@@ -33,6 +33,7 @@ BASE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "base.py"
 
 MODEL_ALIASES = {"gpt": "gpt", "base": "gpt", "llama": "llama", "llama2": "llama"}
 SUBLAYER_KINDS = ("attn", "mlp", "moe")
+MLP_ACTIVATIONS = ("auto", "gelu", "swiglu", "relu2")
 MOE_IMPLS = ("auto", "einsum", "dropless")
 MOE_PRIORITIES = ("token", "choice")
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -171,9 +172,13 @@ class ModelConfig:
     moe_n_experts: int
     moe_top_k: int
     moe_hidden: int
+    qk_norm: bool
+    mlp_activation: str
+    logit_softcap: float
     dropout: float = _free()
     attention_dropout: float = _free()
     init_std: float = _free()
+    zero_init_proj: bool = _free()
     moe_capacity_factor: float = _free()
     moe_impl: str = _free()
     moe_priority: str = _free()
@@ -193,6 +198,11 @@ class ModelConfig:
                 "choose n_head dividing n_embd (e.g. n_embd=64*n_head)")
         if self.model == "llama" and self.head_dim % 2:
             raise ConfigError(f"head size n_embd/n_head={self.head_dim} must be even for RoPE")
+        _one_of(self, "mlp_activation", MLP_ACTIVATIONS)
+        if self.mlp_activation == "auto":
+            _resolve(self, "mlp_activation", "swiglu" if self.model == "llama" else "gelu")
+        if not (self.logit_softcap >= 0 and math.isfinite(self.logit_softcap)):
+            _fail("logit_softcap", self.logit_softcap, "must be >= 0 (0 = off; e.g. 30)")
         _in_range(self, "dropout", 0.0, 1.0)
         if self.attention_dropout == -1.0:  # "same as dropout", as in llm-baselines
             _resolve(self, "attention_dropout", self.dropout)
@@ -239,8 +249,8 @@ class ModelConfig:
 
     @property
     def mlp_hidden(self) -> int:
-        """SwiGLU hidden size H = multiple_of * ceil(int(2*4C/3) / multiple_of) (llama), else 4C."""
-        if self.model != "llama":
+        """SwiGLU hidden size H = multiple_of * ceil(int(2*4C/3) / multiple_of), else 4C."""
+        if self.mlp_activation != "swiglu":
             return 4 * self.n_embd
         hidden = int(2 * 4 * self.n_embd / 3)
         return self.multiple_of * ((hidden + self.multiple_of - 1) // self.multiple_of)

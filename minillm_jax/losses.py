@@ -25,7 +25,15 @@ def cross_entropy(logits: Array, targets: Array) -> Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
 
 
-def _fused_forward(hidden: Array, head: Array, targets: Array, chunk: int,
+def _softcap(logits: Array, cap: float) -> tuple[Array, Array | None]:
+    """(cap * tanh(logits / cap), tanh(logits / cap)) for cap > 0; (logits, None) otherwise."""
+    if cap <= 0:
+        return logits, None
+    tanh = jnp.tanh(logits / cap)
+    return cap * tanh, tanh
+
+
+def _fused_forward(hidden: Array, head: Array, targets: Array, chunk: int, softcap: float = 0.0,
                    ) -> tuple[Array, tuple[Array, Array]]:
     """Mean loss and its gradients with respect to hidden (N, C) and head (V, C)."""
     n, c = hidden.shape
@@ -38,12 +46,15 @@ def _fused_forward(hidden: Array, head: Array, targets: Array, chunk: int,
 
     def body(grad_head, inputs):
         h_i, y_i, valid_i = inputs
-        logits = jnp.dot(h_i, head_c.T, preferred_element_type=jnp.float32)
+        logits, tanh = _softcap(jnp.dot(h_i, head_c.T, preferred_element_type=jnp.float32),
+                                softcap)
         lse = jax.nn.logsumexp(logits, axis=-1)
         target_logit = jnp.take_along_axis(logits, y_i[:, None], axis=-1)[:, 0]
         loss = jnp.sum((lse - target_logit) * valid_i)
         probs = jnp.exp(logits - lse[:, None])
         grad_logits = (probs - jax.nn.one_hot(y_i, head.shape[0], dtype=jnp.float32))
+        if tanh is not None:  # d(cap tanh(z / cap))/dz = 1 - tanh^2
+            grad_logits = grad_logits * (1.0 - jnp.square(tanh))
         grad_logits = (grad_logits * (valid_i / n)[:, None]).astype(hidden.dtype)
         grad_h = jnp.dot(grad_logits, head_c, preferred_element_type=jnp.float32)
         grad_head = grad_head + jnp.dot(grad_logits.T, h_i, preferred_element_type=jnp.float32)
@@ -55,18 +66,20 @@ def _fused_forward(hidden: Array, head: Array, targets: Array, chunk: int,
     return jnp.sum(losses) / n, (grad_h, grad_head.astype(head.dtype))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
-def fused_linear_cross_entropy(hidden: Array, head: Array, targets: Array, chunk: int) -> Array:
-    """mean_i CE(hidden_i @ head.T, targets_i) for hidden (N, C), head (V, C), targets (N,)."""
-    return _fused_forward(hidden, head, targets, chunk)[0]
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def fused_linear_cross_entropy(hidden: Array, head: Array, targets: Array, chunk: int,
+                               softcap: float = 0.0) -> Array:
+    """mean_i CE(softcap(hidden_i @ head.T), targets_i) for hidden (N, C), head (V, C),
+    targets (N,); softcap 0 = plain logits."""
+    return _fused_forward(hidden, head, targets, chunk, softcap)[0]
 
 
-def _fwd(hidden, head, targets, chunk):
-    loss, grads = _fused_forward(hidden, head, targets, chunk)
+def _fwd(hidden, head, targets, chunk, softcap):
+    loss, grads = _fused_forward(hidden, head, targets, chunk, softcap)
     return loss, grads
 
 
-def _bwd(chunk, grads, cotangent):
+def _bwd(chunk, softcap, grads, cotangent):
     grad_h, grad_head = grads
     return grad_h * cotangent.astype(grad_h.dtype), grad_head * cotangent, None
 
@@ -75,7 +88,7 @@ fused_linear_cross_entropy.defvjp(_fwd, _bwd)
 
 
 def token_losses_and_hits(hidden: Array, head: Array, targets: Array, chunk: int,
-                          ) -> tuple[Array, Array]:
+                          softcap: float = 0.0) -> tuple[Array, Array]:
     """Per-token cross entropy and argmax hits (N,) for hidden (N, C), head (V, C), targets (N,),
     forward only, over chunks of `chunk` tokens (0: all at once), so that evaluation holds at most
     (chunk x vocab) float32 logits. Accuracy is the argmax over all V logits, as llm-baselines'."""
@@ -88,7 +101,8 @@ def token_losses_and_hits(hidden: Array, head: Array, targets: Array, chunk: int
 
     def one_chunk(inputs):
         h_i, y_i = inputs
-        logits = jnp.dot(h_i, head_c.T, preferred_element_type=jnp.float32)
+        logits, _ = _softcap(jnp.dot(h_i, head_c.T, preferred_element_type=jnp.float32),
+                             softcap)
         loss = cross_entropy(logits, y_i)
         hits = (jnp.argmax(logits, axis=-1) == y_i).astype(jnp.float32)
         return loss, hits

@@ -57,6 +57,12 @@ def _normal(std: float) -> nn.initializers.Initializer:
     return nn.initializers.normal(stddev=std)
 
 
+def proj_init(cfg: ModelConfig) -> nn.initializers.Initializer:
+    """Residual-branch output projections: N(0, proj_std), or zeros with zero_init_proj (every
+    block then starts as the identity)."""
+    return nn.initializers.zeros if cfg.zero_init_proj else _normal(cfg.proj_std)
+
+
 class LayerNorm(nn.Module):
     """llm-baselines LayerNorm: weight, optional bias, eps 1e-5, computed in float32."""
 
@@ -117,11 +123,14 @@ class Attention(nn.Module):
     def __call__(self, x: Array) -> Array:
         cfg, dtype = self.cfg, jnp.dtype(self.execution.compute_dtype)
         b, t, c = x.shape
-        dense = lambda feats, std, name: nn.Dense(  # noqa: E731
-            feats, use_bias=cfg.bias, dtype=dtype, param_dtype=jnp.float32,
-            kernel_init=_normal(std), name=name)
-        qkv = dense(3 * c, cfg.init_std, "c_attn")(x)
+        dense = lambda feats, init, name: nn.Dense(  # noqa: E731
+            feats, use_bias=cfg.bias, dtype=dtype, param_dtype=jnp.float32, kernel_init=init,
+            name=name)
+        qkv = dense(3 * c, _normal(cfg.init_std), "c_attn")(x)
         q, k, v = (y.reshape(b, t, cfg.n_head, cfg.head_dim) for y in jnp.split(qkv, 3, axis=-1))
+        if cfg.qk_norm:  # per head, over the head dim (OLMo 2, modded-nanogpt)
+            q = RMSNorm(cfg.rmsnorm_eps, name="q_norm")(q)
+            k = RMSNorm(cfg.rmsnorm_eps, name="k_norm")(k)
         if cfg.model == "llama":
             cos, sin = rope_tables(cfg.sequence_length, cfg.head_dim, cfg.rope_theta)
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
@@ -134,12 +143,14 @@ class Attention(nn.Module):
         y = causal_attention(
             q, k, v, dropout_rate=rate,
             dropout_rng=self.make_rng("dropout") if use_dropout else None, implementation=impl)
-        y = dense(c, cfg.proj_std, "c_proj")(y.reshape(b, t, c))
+        y = dense(c, proj_init(cfg), "c_proj")(y.reshape(b, t, c))
         return nn.Dropout(cfg.dropout, deterministic=not self.train)(y)
 
 
 class MLP(nn.Module):
-    """GPT: c_fc -> exact GELU -> c_proj -> dropout. Llama: c_proj(silu(w1 x) * w2 x), no dropout."""
+    """swiglu (Llama): c_proj(silu(w1 x) * w2 x); gelu (GPT): c_proj(gelu(c_fc x)), exact GELU;
+    relu2: c_proj(relu(c_fc x)^2) (Primer). GPT models add dropout on the output; llm-baselines'
+    Llama has none and no MLP biases."""
 
     cfg: ModelConfig
     execution: ExecutionConfig
@@ -148,17 +159,21 @@ class MLP(nn.Module):
     @nn.compact
     def __call__(self, x: Array) -> Array:
         cfg, dtype = self.cfg, jnp.dtype(self.execution.compute_dtype)
-        proj_std = cfg.proj_std
-        dense = lambda feats, std, name, bias: nn.Dense(  # noqa: E731
-            feats, use_bias=bias, dtype=dtype, param_dtype=jnp.float32,
-            kernel_init=_normal(std), name=name)
+        bias = cfg.bias and cfg.model == "gpt"
+        dense = lambda feats, init, name: nn.Dense(  # noqa: E731
+            feats, use_bias=bias, dtype=dtype, param_dtype=jnp.float32, kernel_init=init,
+            name=name)
+        hidden, init = cfg.mlp_hidden, _normal(cfg.init_std)
+        if cfg.mlp_activation == "swiglu":
+            h = nn.silu(dense(hidden, init, "w1")(x)) * dense(hidden, init, "w2")(x)
+        else:
+            h = dense(hidden, init, "c_fc")(x)
+            h = (nn.gelu(h, approximate=False) if cfg.mlp_activation == "gelu"
+                 else jnp.square(nn.relu(h)))
+        y = dense(cfg.n_embd, proj_init(cfg), "c_proj")(h)
         if cfg.model == "llama":
-            h = nn.silu(dense(cfg.mlp_hidden, cfg.init_std, "w1", False)(x))
-            h = h * dense(cfg.mlp_hidden, cfg.init_std, "w2", False)(x)
-            return dense(cfg.n_embd, proj_std, "c_proj", False)(h)
-        h = nn.gelu(dense(cfg.mlp_hidden, cfg.init_std, "c_fc", cfg.bias)(x), approximate=False)
-        h = dense(cfg.n_embd, proj_std, "c_proj", cfg.bias)(h)
-        return nn.Dropout(cfg.dropout, deterministic=not self.train)(h)
+            return y
+        return nn.Dropout(cfg.dropout, deterministic=not self.train)(y)
 
 
 def make_norm(cfg: ModelConfig, execution: ExecutionConfig, name: str) -> nn.Module:
@@ -263,11 +278,13 @@ class Features(NamedTuple):
     stats: dict[str, Array]
 
 
-def head_logits(hidden: Array, head: Array) -> Array:
+def head_logits(hidden: Array, head: Array, softcap: float = 0.0) -> Array:
     """Float32 logits (B, T, V) of hidden states (B, T, C) and the output matrix (V, C); the
-    matmul runs in the hidden states' dtype with float32 accumulation."""
-    return jnp.einsum("btc,vc->btv", hidden, head.astype(hidden.dtype),
-                      preferred_element_type=jnp.float32)
+    matmul runs in the hidden states' dtype with float32 accumulation. softcap > 0 bounds them
+    smoothly: softcap * tanh(logits / softcap) (Gemma 2, modded-nanogpt)."""
+    logits = jnp.einsum("btc,vc->btv", hidden, head.astype(hidden.dtype),
+                        preferred_element_type=jnp.float32)
+    return softcap * jnp.tanh(logits / softcap) if softcap > 0 else logits
 
 
 class Transformer(nn.Module):
@@ -278,7 +295,7 @@ class Transformer(nn.Module):
 
     def __call__(self, idx: Array, train: bool = False) -> Array:
         features = self.features(idx, train)
-        return head_logits(features.hidden, features.head)
+        return head_logits(features.hidden, features.head, self.cfg.logit_softcap)
 
     @nn.compact
     def features(self, idx: Array, train: bool = False) -> Features:

@@ -149,13 +149,15 @@ class MoE(nn.Module):
                           kernel_init=nn.initializers.normal(cfg.init_std), name="router")
         expert = lambda fin, fout, std, name, bias: ExpertParam(  # noqa: E731
             n_exp, fin, fout, std, bias, name=name)()
-        if cfg.model == "llama":
-            weights = {"w1": expert(c, hidden, cfg.init_std, "w1", False),
-                       "w2": expert(c, hidden, cfg.init_std, "w2", False),
-                       "c_proj": expert(hidden, c, cfg.proj_std, "c_proj", False)}
+        proj_std = 0.0 if cfg.zero_init_proj else cfg.proj_std
+        bias = cfg.bias and cfg.model == "gpt"
+        if cfg.mlp_activation == "swiglu":
+            weights = {"w1": expert(c, hidden, cfg.init_std, "w1", bias),
+                       "w2": expert(c, hidden, cfg.init_std, "w2", bias),
+                       "c_proj": expert(hidden, c, proj_std, "c_proj", bias)}
         else:
-            weights = {"c_fc": expert(c, hidden, cfg.init_std, "c_fc", cfg.bias),
-                       "c_proj": expert(hidden, c, cfg.proj_std, "c_proj", cfg.bias)}
+            weights = {"c_fc": expert(c, hidden, cfg.init_std, "c_fc", bias),
+                       "c_proj": expert(hidden, c, proj_std, "c_proj", bias)}
         weights = jax.tree.map(lambda w: w.astype(dtype), weights)
 
         logits = router(x.astype(jnp.float32))  # (B, T, E)
@@ -166,7 +168,7 @@ class MoE(nn.Module):
 
         if cfg.moe_impl_resolved == "dropless":
             y = _dropless(x.reshape(b * t, c), gates.reshape(b * t, k),
-                          experts.reshape(b * t, k), weights, cfg.model, n_exp)
+                          experts.reshape(b * t, k), weights, cfg.mlp_activation, n_exp)
             dropped = jnp.zeros((), jnp.float32)
         else:
             # moe_group_size divides the tokens of every batch (minillm_jax.config checks it)
@@ -174,11 +176,11 @@ class MoE(nn.Module):
             g = b * t // group
             y, kept = _capacity_einsum(
                 x.reshape(g, group, c), gates.reshape(g, group, k),
-                expert_mask.reshape(g, group, k, n_exp), weights, cfg.model,
+                expert_mask.reshape(g, group, k, n_exp), weights, cfg.mlp_activation,
                 capacity(group, n_exp, k, cfg.moe_capacity_factor), cfg.moe_priority)
             dropped = 1.0 - jnp.mean(kept.astype(jnp.float32))
         y = y.reshape(b, t, c)
-        if cfg.model != "llama":
+        if cfg.model == "gpt":
             y = nn.Dropout(cfg.dropout, deterministic=not self.train)(y)
         stats = {"aux_loss": aux, "z_loss": z_loss(logits), "dropped_frac": dropped, "load": load}
         return y, stats
@@ -191,9 +193,16 @@ def _ffn_einsum(h: Array, weights: dict, style: str) -> Array:
         out = jnp.einsum("egsi,eio->egso", v, kernel)
         return out if bias is None else out + bias[:, None, None, :]
 
-    if style == "llama":
+    return _ffn(dense, h, style)
+
+
+def _ffn(dense: Any, h: Array, style: str) -> Array:
+    """The experts' MLP for activation `style` (as minillm_jax.model.MLP)."""
+    if style == "swiglu":
         return dense(nn.silu(dense(h, "w1")) * dense(h, "w2"), "c_proj")
-    return dense(nn.gelu(dense(h, "c_fc"), approximate=False), "c_proj")
+    h = dense(h, "c_fc")
+    h = nn.gelu(h, approximate=False) if style == "gelu" else jnp.square(nn.relu(h))
+    return dense(h, "c_proj")
 
 
 def _capacity_einsum(x: Array, gates: Array, expert_mask: Array, weights: dict, style: str,
@@ -226,10 +235,7 @@ def _dropless(x: Array, gates: Array, experts: Array, weights: dict, style: str,
         out = jax.lax.ragged_dot(v, kernel, group_sizes)
         return out if bias is None else out + bias[sorted_experts]
 
-    if style == "llama":
-        out = dense(nn.silu(dense(rows, "w1")) * dense(rows, "w2"), "c_proj")
-    else:
-        out = dense(nn.gelu(dense(rows, "c_fc"), approximate=False), "c_proj")
+    out = _ffn(dense, rows, style)
     out = out[jnp.argsort(order)].reshape(n, k, -1)  # back to assignment order
     return jnp.einsum("nkc,nk->nc", out, gates.astype(out.dtype))
 

@@ -1,10 +1,23 @@
 """Loss and perplexity curves from metrics.jsonl files, and sweep plots, written to PNG
-(matplotlib, no display)."""
+(matplotlib, no display).
+
+Curves go against the step, the training tokens or the training wall-clock (`x`: step | tokens
+| time). Not every record carries every x: train records hold `tokens` but not `train_time_s`,
+eval records the reverse, the final record `train_time_s` only. Both are cumulative (0 at step
+0), so a record without x takes it from a record of the same step, else by linear interpolation
+in step between the nearest records that have it. Beyond the last such record, tokens are
+extrapolated at the run's tokens per step (exact for a fixed batch shape, as the final eval of a
+budget-stopped run needs); training time is not guessed: those points (e.g. train logs after the
+last eval of a crashed run) are left out with a warning, as is a run that never logged x.
+"""
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
+import warnings
+from dataclasses import dataclass
 from typing import Sequence
 
 import matplotlib
@@ -14,26 +27,148 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from minillm_jax.metrics import read_metrics  # noqa: E402
 
+X_FIELDS = {"step": "step", "tokens": "tokens", "time": "train_time_s"}
+X_LABELS = {"step": "step", "tokens": "training tokens",
+            "time": "training wall-clock (s, evaluation excluded)"}
 
-def _series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
-    points = [(r["step"], r[key]) for r in records if key in r]
-    return [p[0] for p in points], [p[1] for p in points]
+
+@dataclass(frozen=True)
+class Series:
+    """One quantity against x, sorted by step; `left_out` counts points that had no x."""
+
+    x: list[float]
+    y: list[float]
+    left_out: int = 0
 
 
-def plot_runs(run_dirs: Sequence[str], out: str) -> str:
-    """Train/val loss (left) and val perplexity (right) against step for each run."""
+@dataclass(frozen=True)
+class ValLossCurve:
+    """A run's periodic val losses and its final evaluation, the point the marker shows
+    (None for an unfinished run, or one whose final eval has no x)."""
+
+    periodic: Series
+    final: tuple[float, float] | None
+
+
+def _check_x(x: str) -> None:
+    if x not in X_FIELDS:
+        raise ValueError(f"x must be one of {list(X_FIELDS)}, got {x!r}")
+
+
+def x_by_step(records: Sequence[dict], x: str) -> dict[int, float]:
+    """step -> x for every step some record gives x at (the last record wins)."""
+    _check_x(x)
+    field = X_FIELDS[x]
+    known = {int(r["step"]): float(r[field]) for r in records
+             if "step" in r and r.get(field) is not None}
+    if x != "step":
+        known.setdefault(0, 0.0)  # cumulative quantities start at 0
+    return known
+
+
+def x_at(known: dict[int, float], step: int, extrapolate: bool = False) -> float | None:
+    """x at `step`: known, else interpolated between the nearest known steps; beyond the last,
+    proportional to the step if `extrapolate` (constant x per step), else None."""
+    if step in known:
+        return known[step]
+    steps = sorted(known)
+    i = bisect.bisect_left(steps, step)
+    if i == len(steps) and extrapolate and steps and steps[-1] > 0:
+        return known[steps[-1]] * step / steps[-1]
+    if i == 0 or i == len(steps):
+        return None
+    s0, s1 = steps[i - 1], steps[i]
+    return known[s0] + (known[s1] - known[s0]) * (step - s0) / (s1 - s0)
+
+
+def series(records: Sequence[dict], key: str, x: str = "step") -> Series:
+    """`key` against x, one point per step (the last record wins: a resumed run may repeat
+    steps), points without x counted in `left_out`."""
+    known = x_by_step(records, x)
+    by_step = {int(r["step"]): float(r[key]) for r in records
+               if "step" in r and r.get(key) is not None}
+    xs, ys, left_out = [], [], 0
+    for step in sorted(by_step):
+        value = _x_of(known, step, x)
+        if value is None:
+            left_out += 1
+            continue
+        xs.append(value)
+        ys.append(by_step[step])
+    return Series(xs, ys, left_out)
+
+
+def final_point(records: Sequence[dict], key: str = "final_val_loss",
+                x: str = "step") -> tuple[float, float] | None:
+    """(x, value) of the run's last final evaluation, None if it has none or no x for it."""
+    finals = [r for r in records if "step" in r and r.get(key) is not None]
+    if not finals:
+        return None
+    step = int(finals[-1]["step"])
+    value = _x_of(x_by_step(records, x), step, x)
+    return None if value is None else (value, float(finals[-1][key]))
+
+
+def _x_of(known: dict[int, float], step: int, x: str) -> float | None:
+    """x of a point at `step` (tokens may be extrapolated, time may not: see the docstring)."""
+    return float(step) if x == "step" else x_at(known, step, extrapolate=x == "tokens")
+
+
+def val_loss_curve(records: Sequence[dict], x: str = "step") -> ValLossCurve:
+    """What a val-loss plot draws: the periodic evals and the final-eval marker."""
+    return ValLossCurve(series(records, "val_loss", x), final_point(records, "final_val_loss", x))
+
+
+def _warn_left_out(label: str, x: str, *parts: Series, final_missing: bool = False) -> None:
+    """One warning per run whose points could not be placed on the x axis."""
+    left_out = sum(p.left_out for p in parts)
+    if left_out or final_missing:
+        what = f"{left_out} point(s)" + (" and the final eval" if final_missing else "")
+        warnings.warn(f"{label}: {what} left out of the plot against {x}: no "
+                      f"{X_FIELDS[x]} logged at or after their step", stacklevel=3)
+
+
+def _has_final(records: Sequence[dict], key: str) -> bool:
+    return any(r.get(key) is not None for r in records)
+
+
+def _mark_final(ax, point: tuple[float, float] | None, colour: str,
+                last: tuple[float, float] | None = None) -> None:
+    """A star at the final eval, joined by a dotted line to the last periodic eval before it."""
+    if point is None:
+        return
+    ax.plot(*point, "*", ms=11, color=colour)
+    if last is not None and last[0] < point[0]:
+        ax.plot([last[0], point[0]], [last[1], point[1]], ":", color=colour)
+
+
+def _last(s: Series) -> tuple[float, float] | None:
+    return (s.x[-1], s.y[-1]) if s.x else None
+
+
+def plot_runs(run_dirs: Sequence[str], out: str, x: str = "step") -> str:
+    """Train/val loss (left) and val perplexity (right) against x for each run; a star marks
+    the final evaluation."""
+    _check_x(x)
     fig, (ax_loss, ax_ppl) = plt.subplots(1, 2, figsize=(12, 4.5))
     for run_dir in run_dirs:
         records = read_metrics(run_dir)
         label = os.path.basename(os.path.normpath(run_dir))
-        steps, train = _series(records, "train_loss")
-        line, = ax_loss.plot(steps, train, alpha=0.5, label=f"{label} train")
-        steps, val = _series(records, "val_loss")
-        ax_loss.plot(steps, val, "o-", color=line.get_color(), label=f"{label} val")
-        steps, ppl = _series(records, "val_perplexity")
-        ax_ppl.plot(steps, ppl, "o-", color=line.get_color(), label=label)
-    ax_loss.set(xlabel="step", ylabel="loss (nats/token)", title="loss")
-    ax_ppl.set(xlabel="step", ylabel="perplexity", title="validation perplexity", yscale="log")
+        train = series(records, "train_loss", x)
+        val = val_loss_curve(records, x)
+        ppl = series(records, "val_perplexity", x)
+        ppl_final = final_point(records, "final_val_perplexity", x)
+        _warn_left_out(label, x, train, val.periodic, ppl, final_missing=(
+            val.final is None and _has_final(records, "final_val_loss")))
+        line, = ax_loss.plot(train.x, train.y, alpha=0.5, label=f"{label} train")
+        colour = line.get_color()
+        ax_loss.plot(val.periodic.x, val.periodic.y, "o-", color=colour, label=f"{label} val")
+        _mark_final(ax_loss, val.final, colour, _last(val.periodic))
+        ax_ppl.plot(ppl.x, ppl.y, "o-", color=colour, label=label)
+        _mark_final(ax_ppl, ppl_final, colour, _last(ppl))
+    ax_loss.set(xlabel=X_LABELS[x], ylabel="loss (nats/token)", title="loss (star: final eval)")
+    ax_ppl.set(xlabel=X_LABELS[x], ylabel="perplexity", title="validation perplexity",
+               yscale="log")
     for ax in (ax_loss, ax_ppl):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
@@ -73,25 +208,21 @@ def _human(n: float) -> str:
     return f"{n:.0f}"
 
 
-def plot_val_loss(runs: Sequence[dict], out: str) -> str:
-    """Validation loss against step for every run (periodic evals; a star marks the final eval)."""
+def plot_val_loss(runs: Sequence[dict], out: str, x: str = "step") -> str:
+    """Validation loss against x for every run (periodic evals; a star marks the final eval)."""
+    _check_x(x)
     fig, ax = plt.subplots(figsize=(7.5, 4.5))
     for row in runs:
         run_dir = row.get("run_dir", "")
         if not run_dir or not os.path.exists(os.path.join(run_dir, "metrics.jsonl")):
             continue
         records = read_metrics(run_dir)
-        by_step = {r["step"]: r["val_loss"] for r in records if "val_loss" in r}  # last wins
-        final = [(r["step"], r["final_val_loss"]) for r in records if "final_val_loss" in r]
-        steps = sorted(by_step)
-        line, = ax.plot(steps, [by_step[s] for s in steps], "o-", ms=3, label=row["name"])
-        if final:
-            step, loss = final[-1]
-            ax.plot(step, loss, "*", ms=11, color=line.get_color())
-            if steps and steps[-1] < step:
-                ax.plot([steps[-1], step], [by_step[steps[-1]], loss], ":",
-                        color=line.get_color())
-    ax.set(xlabel="step", ylabel="validation loss (nats/token)",
+        curve = val_loss_curve(records, x)
+        _warn_left_out(row["name"], x, curve.periodic, final_missing=(
+            curve.final is None and _has_final(records, "final_val_loss")))
+        line, = ax.plot(curve.periodic.x, curve.periodic.y, "o-", ms=3, label=row["name"])
+        _mark_final(ax, curve.final, line.get_color(), _last(curve.periodic))
+    ax.set(xlabel=X_LABELS[x], ylabel="validation loss (nats/token)",
            title="validation loss (line: periodic evals, star: final eval)")
     return _finish(fig, ax, out)
 
@@ -149,15 +280,28 @@ def plot_width_depth(runs: Sequence[dict], out: str) -> str:
     return _finish(fig, ax, out)
 
 
-def plot_sweep(runs: Sequence[dict], out_dir: str) -> list[str]:
-    """All sweep plots into out_dir; returns their paths."""
-    paths = [
-        plot_val_loss(runs, os.path.join(out_dir, SWEEP_PLOTS["val_loss"])),
-        plot_perplexity_vs_params(runs, os.path.join(out_dir, SWEEP_PLOTS["perplexity"])),
-        plot_width_depth(runs, os.path.join(out_dir, SWEEP_PLOTS["width_depth"])),
-    ]
+def sweep_plot_names(x: str = "step") -> dict[str, str]:
+    """File names of the sweep plots; curves against tokens/time get their own names so that
+    they never overwrite the plots against step."""
+    _check_x(x)
+    if x == "step":
+        return dict(SWEEP_PLOTS)
+    return {**SWEEP_PLOTS, "val_loss": f"val_loss_vs_{x}.png", "curves": f"curves_vs_{x}.png"}
+
+
+def plot_sweep(runs: Sequence[dict], out_dir: str, x: str = "step") -> list[str]:
+    """The sweep plots into out_dir; returns their paths.
+
+    Perplexity vs parameters and width vs depth compare runs, so they are written only when
+    several runs are given (for one run they would be a single point).
+    """
+    names = sweep_plot_names(x)
+    paths = [plot_val_loss(runs, os.path.join(out_dir, names["val_loss"]), x)]
+    if len(runs) > 1:
+        paths.append(plot_perplexity_vs_params(runs, os.path.join(out_dir, names["perplexity"])))
+        paths.append(plot_width_depth(runs, os.path.join(out_dir, names["width_depth"])))
     run_dirs = [r["run_dir"] for r in runs
                 if r.get("run_dir") and os.path.exists(os.path.join(r["run_dir"], "metrics.jsonl"))]
     if run_dirs:
-        paths.append(plot_runs(run_dirs, os.path.join(out_dir, SWEEP_PLOTS["curves"])))
+        paths.append(plot_runs(run_dirs, os.path.join(out_dir, names["curves"]), x))
     return paths

@@ -34,15 +34,16 @@ def features(model: Transformer, params: Any, x: Array, train: bool = False,
     return model.apply({"params": params}, x, train=train, rngs=rngs, method=Transformer.features)
 
 
-def mean_cross_entropy(f: Features, targets: Array, loss_chunk_size: int) -> Array:
+def mean_cross_entropy(f: Features, targets: Array, loss_chunk_size: int,
+                       softcap: float = 0.0) -> Array:
     """Mean next-token cross entropy; loss_chunk_size > 0 fuses the output layer with the loss
     over chunks of that many tokens (minillm_jax.losses): same value and gradients, without
     materialising the logits."""
     if loss_chunk_size > 0:
         c = f.hidden.shape[-1]
         return fused_linear_cross_entropy(f.hidden.reshape(-1, c), f.head, targets.reshape(-1),
-                                          loss_chunk_size)
-    return cross_entropy(head_logits(f.hidden, f.head), targets).mean()
+                                          loss_chunk_size, softcap)
+    return cross_entropy(head_logits(f.hidden, f.head, softcap), targets).mean()
 
 
 Optimizer = Callable[[Array], tuple[optax.GradientTransformation, Callable[[Array], Array]]]
@@ -67,7 +68,7 @@ def make_train_step(model: Transformer, optimizer: Optimizer,
 
     def loss_fn(params, x, y, rng):
         f = features(model, params, x, train=True, rng=rng)
-        ce = mean_cross_entropy(f, y, loss_chunk_size)
+        ce = mean_cross_entropy(f, y, loss_chunk_size, model.cfg.logit_softcap)
         objective = ce + f.aux_loss
         extra = {"loss_total": objective, **f.stats} if f.stats else {}
         return objective, {"loss": ce, **extra}
@@ -131,10 +132,11 @@ def make_eval_step(model: Transformer, loss_chunk_size: int = 0) -> Callable:
         if loss_chunk_size > 0:
             c = f.hidden.shape[-1]
             loss, correct = token_losses_and_hits(f.hidden.reshape(-1, c), f.head,
-                                                  batch["y"].reshape(-1), loss_chunk_size)
+                                                  batch["y"].reshape(-1), loss_chunk_size,
+                                                  model.cfg.logit_softcap)
             loss, correct = loss.reshape(mask.shape), correct.reshape(mask.shape)
         else:
-            logits = head_logits(f.hidden, f.head)
+            logits = head_logits(f.hidden, f.head, model.cfg.logit_softcap)
             loss = cross_entropy(logits, batch["y"])
             correct = (jnp.argmax(logits, axis=-1) == batch["y"]).astype(jnp.float32)
         return {"loss_sum": jnp.sum(loss * mask), "correct_sum": jnp.sum(correct * mask),

@@ -29,6 +29,8 @@ from tests.conftest import REPO, tiny_config
     ("loss_chunk_size", -1, "config.loss_chunk_size=-1 must be >= 0"),
     ("opt", "adafactor", "config.opt='adafactor' is unknown"),
     ("nonfinite_rollback_after", 0, "config.nonfinite_rollback_after=0 must be > 0"),
+    ("logit_softcap", -30.0, "config.logit_softcap=-30.0 must be >= 0"),
+    ("mlp_activation", "swish", "config.mlp_activation='swish' is unknown"),
 ])
 def test_bad_values_are_one_clear_line(field, value, message):
     config = tiny_config(**{field: value})

@@ -71,3 +71,18 @@ def test_chunked_eval_step_equals_plain_eval_step():
     assert float(chunked["loss_sum"]) == pytest.approx(float(plain["loss_sum"]), rel=1e-6)
     assert float(chunked["correct_sum"]) == float(plain["correct_sum"])
     assert float(chunked["tokens"]) == float(plain["tokens"]) == 64 - 11
+
+
+def test_fused_loss_with_softcap_matches_plain():
+    """The fused loss applies the cap and its derivative (1 - tanh^2) inside the chunks."""
+    h = jax.random.normal(jax.random.key(0), (50, 32)) * 3.0
+    w = jax.random.normal(jax.random.key(1), (300, 32))
+    y = jax.random.randint(jax.random.key(2), (50,), 0, 300)
+    cap = 5.0
+    plain = lambda h, w: cross_entropy(cap * jnp.tanh((h @ w.T) / cap), y).mean()  # noqa: E731
+    fused = lambda h, w: fused_linear_cross_entropy(h, w, y, 16, cap)  # noqa: E731
+    (v1, g1) = jax.jit(jax.value_and_grad(plain, argnums=(0, 1)))(h, w)
+    (v2, g2) = jax.jit(jax.value_and_grad(fused, argnums=(0, 1)))(h, w)
+    assert float(v2) == pytest.approx(float(v1), rel=1e-6)
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)

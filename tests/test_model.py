@@ -175,3 +175,60 @@ def test_sequence_longer_than_table_is_rejected():
     check_sequence_fits(cfg, 16)
     with pytest.raises(ConfigError, match="longer than sequence_length=16"):
         check_sequence_fits(cfg, 17)
+
+
+def test_qk_norm_makes_attention_blind_to_query_and_key_scale():
+    """RMSNorm per head on q and k (learned scales (n_layer, head_dim)): scaling the query and key
+    projections changes nothing; without qk_norm it changes the logits."""
+    idx = jax.random.randint(jax.random.key(1), (2, 16), 0, 128)
+    for qk_norm in (True, False):
+        # eps far below mean(q^2), so the norm removes the scale exactly up to rounding
+        cfg, model, params = _tiny(model="llama", qk_norm=qk_norm, rmsnorm_eps=1e-12)
+        kernel = params["blocks"]["attn"]["c_attn"]["kernel"]  # (n, C, 3C): q | k | v
+        scaled = kernel.at[:, :, :64].multiply(3.0)  # q and k columns
+        other = {**params, "blocks": {**params["blocks"], "attn": {
+            **params["blocks"]["attn"], "c_attn": {"kernel": scaled}}}}
+        a, b = _fwd(model)(params, idx), _fwd(model)(other, idx)
+        if qk_norm:
+            assert params["blocks"]["attn"]["q_norm"]["scale"].shape == (2, 8)
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+        else:
+            assert not np.allclose(a, b, atol=1e-3)
+
+
+def test_relu2_mlp_matches_a_reference_computation():
+    cfg = M.ModelConfig(model="llama", n_layer=1, n_embd=32, n_head=4, vocab_size=128,
+                        sequence_length=16, mlp_activation="relu2")
+    assert cfg.mlp_hidden == 128  # 4C, like GPT's MLP
+    mlp = M.MLP(cfg, M.ExecutionConfig(), train=False)
+    x = jax.random.normal(jax.random.key(0), (2, 5, 32))
+    params = mlp.init(jax.random.key(1), x)["params"]
+    got = mlp.apply({"params": params}, x)
+    h = np.asarray(x) @ np.asarray(params["c_fc"]["kernel"])
+    want = np.maximum(h, 0) ** 2 @ np.asarray(params["c_proj"]["kernel"])
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert set(params) == {"c_fc", "c_proj"}
+
+
+@pytest.mark.parametrize("name", ["gpt", "llama"])
+def test_zero_init_proj_makes_every_block_the_identity_at_init(name):
+    cfg = M.ModelConfig(model=name, n_layer=2, n_embd=32, n_head=4, vocab_size=128,
+                        sequence_length=16, zero_init_proj=True, bias=True)
+    block = M.Block(cfg, M.ExecutionConfig(), train=False)
+    x = jax.random.normal(jax.random.key(0), (2, 16, 32))
+    params = block.init(jax.random.key(1), x)["params"]
+    out, _ = block.apply({"params": params}, x)
+    np.testing.assert_array_equal(out, x)
+    assert float(jnp.abs(params["mlp"]["c_fc" if name == "gpt" else "w1"]["kernel"]).max()) > 0
+
+
+def test_logit_softcap_bounds_the_logits():
+    cfg, model, params = _tiny(model="gpt", logit_softcap=2.0)
+    plain = M.Transformer(M.ModelConfig(**{**cfg.__dict__, "logit_softcap": 0.0}))
+    big = jax.tree.map(lambda p: p * 20.0, params)  # raw logits far beyond the cap
+    idx = jax.random.randint(jax.random.key(1), (2, 16), 0, 128)
+    capped, raw = _fwd(model)(big, idx), _fwd(plain)(big, idx)
+    assert float(jnp.abs(raw).max()) > 10.0
+    assert float(jnp.abs(capped).max()) <= 2.0
+    np.testing.assert_allclose(capped, 2.0 * np.tanh(np.asarray(raw) / 2.0), rtol=1e-5,
+                               atol=1e-5)

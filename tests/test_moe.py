@@ -183,7 +183,8 @@ def test_param_layout_and_active_counts():
     experts = 3 * 8 * 3 * 64 * 96
     assert active_params(params, cfg) == total - experts * 6 // 8
     assert "active per token" in describe(params, cfg)
-    gpt = M.ModelConfig(**{**cfg.__dict__, "model": "gpt", "bias": True, "moe_top_k": 1})
+    gpt = M.ModelConfig(**{**cfg.__dict__, "model": "gpt", "bias": True, "moe_top_k": 1,
+                           "mlp_activation": "auto"})
     blocks = M.abstract_params(M.Transformer(gpt))["blocks"]["moe"]
     assert blocks["c_fc"]["kernel"].shape == (3, 8, 64, 96)
     assert blocks["c_fc"]["bias"].shape == (3, 8, 96)

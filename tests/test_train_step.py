@@ -14,6 +14,8 @@ class _FixedLogits:
     """Stands in for a model: features whose output layer gives the given logits (hidden states
     = the logits, output matrix = the identity) whatever the input."""
 
+    cfg = M.ModelConfig()  # no logit soft-capping
+
     def __init__(self, logits):
         self.logits = logits
 

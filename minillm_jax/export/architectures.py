@@ -202,13 +202,22 @@ def lookup(cfg: ModelConfig, fmt: str) -> Entry:
 
 def _refuse_non_standard_blocks(cfg: ModelConfig, fmt: str) -> None:
     """Neither llm-baselines (LauzHack) nor transformers' GPT2/Llama classes have MoE layers,
-    other sublayer orders or weighted residuals: refuse rather than export something else."""
+    other sublayer orders, weighted residuals, QK-norm, soft-capped logits or another MLP
+    activation than their own: refuse rather than export something else. (zero_init_proj only
+    changes the initialisation: it exports.)"""
     problems = []
-    pattern = getattr(cfg, "block_pattern", "attn,mlp")
-    if pattern != "attn,mlp":
-        problems.append(f"block_pattern={pattern!r} (only the plain 'attn,mlp' block exists there;"
-                        " MoE and Brainformer blocks cannot be expressed)")
-    if getattr(cfg, "weighted_residual", False):
+    if cfg.block_pattern != "attn,mlp":
+        problems.append(f"block_pattern={cfg.block_pattern!r} (only the plain 'attn,mlp' block "
+                        "exists there; MoE and Brainformer blocks cannot be expressed)")
+    if cfg.weighted_residual:
         problems.append("weighted_residual=True (no such residual mixing there)")
+    if cfg.qk_norm:
+        problems.append("qk_norm=True (no norm on queries and keys there)")
+    if cfg.logit_softcap > 0:
+        problems.append(f"logit_softcap={cfg.logit_softcap} (no logit soft-capping there)")
+    native = "swiglu" if cfg.model == "llama" else "gelu"
+    if cfg.mlp_activation != native:
+        problems.append(f"mlp_activation={cfg.mlp_activation!r} (its {cfg.model} MLP is "
+                        f"{native})")
     if problems:
         raise ConversionError(f"cannot export this model to {fmt}: " + "; ".join(problems))

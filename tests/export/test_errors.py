@@ -61,6 +61,23 @@ def test_unknown_architecture_and_stray_parameters():
         export.llm_baselines.config_from_args({"model": "llama", "parallel_block": True}, config)
 
 
+@pytest.mark.parametrize("option,match", [
+    (dict(qk_norm=True), "qk_norm=True"), (dict(logit_softcap=30.0), "logit_softcap=30.0"),
+    (dict(mlp_activation="relu2"), "mlp_activation='relu2'")])
+@pytest.mark.parametrize("fmt", ["llm-baselines", "hf"])
+def test_modern_options_without_an_equivalent_are_refused(option, match, fmt):
+    config = tiny_config("llama", **option)
+    with pytest.raises(export.ConversionError, match=f"cannot export this model to {fmt}: .*"
+                                                     f"{match}"):
+        export.export_arrays({}, config, fmt)
+
+
+def test_zero_init_proj_exports():
+    config = tiny_config("llama", zero_init_proj=True)
+    arrays, _ = export.export_arrays(random_params(config), config, "hf")
+    assert arrays
+
+
 def test_inexpressible_options_are_refused():
     with pytest.raises(export.ConversionError, match="layernorm_eps"):
         export.export_arrays({}, tiny_config("gpt", layernorm_eps=1e-6), "llm-baselines")
