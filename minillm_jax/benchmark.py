@@ -8,12 +8,19 @@ where N is the parameter count that takes part in matmuls (llm-baselines' get_nu
 embedding counts once, as the output layer; the position table is a lookup and is excluded) and the
 second term is attention's QK^T and AV matmuls over a context of T tokens (full, not halved for
 causality). For mixture-of-experts models N is the number of *active* parameters per token.
+
+Command line (also tools/bench.py): parameters, FLOPs/token, step time, tokens/s and MFU of a
+config's train step on the devices present.
+
+    python -m minillm_jax.benchmark --config configs/demo.py [--config.n_layer=4 ...] [--steps 5]
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
 import time
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -21,7 +28,8 @@ import numpy as np
 
 import ml_collections
 
-from minillm_jax.config import TrainConfig, build_config
+from minillm_jax.cli import parse_config_args
+from minillm_jax.config import ConfigError, TrainConfig, build_config
 
 # Dense bf16 peak FLOP/s per chip (vendor datasheets, no sparsity).
 PEAK_FLOPS = {
@@ -144,3 +152,32 @@ def train_losses(config: TrainConfig | ml_collections.ConfigDict, steps: int) ->
             state, metrics = step(state, to_global(next(loader), run.mesh, batch_axis=1), horizon)
             losses.append(metrics["loss"])
     return [float(x) for x in jax.device_get(losses)]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m minillm_jax.benchmark",
+        description="Train-step throughput: parameters, FLOPs/token, step time, tokens/s and MFU.")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+    args, c, _ = parse_config_args(parser, argv)
+    try:
+        r = benchmark(c, steps=args.steps, warmup=args.warmup)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"model {c.model} L{c.n_layer} C{c.n_embd} H{c.n_head} T{c.sequence_length} "
+          f"batch {c.batch_size}x{c.acc_steps} {c.compute_dtype} on {r['devices']} device(s)")
+    print(f"parameters        {r['params']:,}")
+    print(f"FLOPs per token   {r['flops_per_token']:.4g}")
+    print(f"compile time      {r['compile_s']:.1f} s")
+    print(f"step time         {1000 * r['step_time_s']:.1f} ms (median of {args.steps})")
+    print(f"tokens/s          {r['tokens_per_s']:,.0f}")
+    print(f"peak              {r['peak_flops_per_device'] / 1e12:.3f} TFLOP/s per device "
+          f"({r['peak_source']})")
+    print(f"MFU               {100 * r['mfu']:.1f}%")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

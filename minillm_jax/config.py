@@ -32,7 +32,6 @@ import ml_collections
 BASE_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "base.py"
 
 MODEL_ALIASES = {"gpt": "gpt", "base": "gpt", "llama": "llama", "llama2": "llama"}
-SUBLAYER_KINDS = ("attn", "mlp", "moe")
 MLP_ACTIVATIONS = ("auto", "gelu", "swiglu", "relu2")
 MOE_IMPLS = ("auto", "einsum", "dropless")
 MOE_PRIORITIES = ("token", "choice")
@@ -207,11 +206,13 @@ class ModelConfig:
         if self.attention_dropout == -1.0:  # "same as dropout", as in llm-baselines
             _resolve(self, "attention_dropout", self.dropout)
         _in_range(self, "attention_dropout", 0.0, 1.0)
-        kinds = self.sublayer_kinds
-        if not kinds or any(k not in SUBLAYER_KINDS for k in kinds):
+        from minillm_jax.model import sublayer_kinds  # the model's registry of block types
+
+        known, kinds = sublayer_kinds(), self.sublayer_kinds
+        if not kinds or any(k not in known for k in kinds):
             raise ConfigError(
                 f"config.block_pattern={self.block_pattern!r} must be a comma-separated list of "
-                f"{'/'.join(SUBLAYER_KINDS)} (e.g. 'attn,mlp' or 'attn,moe,mlp,moe,mlp,moe')")
+                f"{'/'.join(known)} (e.g. 'attn,mlp' or 'attn,moe,mlp,moe,mlp,moe')")
         if self.has_moe:
             self._check_moe()
 

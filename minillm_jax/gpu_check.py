@@ -1,6 +1,7 @@
 """One-command acceptance check of an accelerator: speed, memory and numerics of the real steps.
 
-    python tools/gpu_check.py [--out runs/gpu_check] [--budget-s 450] [--steps 10]
+    python -m minillm_jax.gpu_check [--out runs/gpu_check] [--budget-s 450] [--steps 10]
+    python tools/gpu_check.py ...   (the same)
 
 On a GPU it measures configs/best_fused.py (the 166M recipe, batch 66, seq 512, bfloat16) for
 each of {XLA, cuDNN attention} x {scan, unrolled layers} x {chunked loss on, off}, plus the recipe
@@ -290,7 +291,7 @@ def run_check(out: str, budget_s: float, steps: int, gap_steps: int | None) -> d
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/gpu_check.py",
+    parser = argparse.ArgumentParser(prog="python -m minillm_jax.gpu_check",
                                      description=__doc__.strip().splitlines()[0])
     parser.add_argument("--out", default="runs/gpu_check", help="where the JSON and table go")
     parser.add_argument("--budget-s", type=float, default=450.0,

@@ -1,34 +1,39 @@
-"""Command line: python -m minillm_jax.main --config configs/demo.py [--config.FIELD=VALUE ...]"""
+"""Train a model from a config file.
+
+    python -m minillm_jax.main --config configs/demo.py [--config.FIELD=VALUE ...]
+
+Overrides are typed by ml_collections (minillm_jax/cli.py). A configuration, data, checkpoint or
+training problem is reported as one `error: ...` line on stderr, exit status 2.
+"""
 
 from __future__ import annotations
 
-import os
+import argparse
 import sys
+from typing import Sequence
 
-from absl import app, flags, logging
-from ml_collections import config_flags
-
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Path to a config file in configs/.",
-                                          lock_config=True)
+from minillm_jax.cli import parse_config_args
 
 
-def main(argv: list[str]) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minillm_jax.main",
+                                     description=__doc__.strip().splitlines()[0])
+    _, config, name = parse_config_args(parser, argv)
+    from absl import logging
+
     logging.set_verbosity(logging.WARNING)  # orbax and jax log every file operation at INFO
     from minillm_jax.checkpointing import CheckpointError
     from minillm_jax.config import ConfigError
     from minillm_jax.data import DataError
     from minillm_jax.trainer import TrainingError, train
 
-    name = os.path.splitext(os.path.basename(config_flags.get_config_filename(flags.FLAGS["config"])))[0]
     try:
-        train(_CONFIG.value, name=name)
+        train(config, name=name)
     except (CheckpointError, ConfigError, DataError, TrainingError) as err:
         print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
 
 
 if __name__ == "__main__":
-    flags.mark_flag_as_required("config")
-    app.run(main)
+    sys.exit(main())

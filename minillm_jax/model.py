@@ -33,6 +33,19 @@ weighted_residual (DenseFormer depth-weighted average): residual_weights (n, n+1
     decayed. Row r-1 (r = 1..n) mixes the embedding h_0 and the block outputs h_1..h_r into the
     input of block r+1 (row n-1: the input of ln_f): x_r = sum_{j<=r} w[r-1, j] h_j, entries j > r
     masked to 0. Initialised to w[r-1, j] = [j == r], which is exactly the plain residual network.
+
+Decoding with a KV cache (`Transformer.decode`, used by minillm_jax.generation): the same
+parameters and the same per-token computation, but each attention layer keeps its keys and values
+(after qk_norm and RoPE) in the "cache" collection, stacked over layers like the parameters:
+    cache/blocks/attn/key, cache/blocks/attn/value (n, B, sequence_length, nh, hs), compute dtype.
+`decode(idx (B, T), start)` embeds the tokens at positions start .. start+T-1 (wpe rows / RoPE
+angles of those positions), writes their keys/values into cache rows start .. start+T-1 and lets
+query start+i attend to cache rows <= start+i (a mask over the whole cache length; rows past the
+filled prefix are never read). Prefill is decode(prompt, 0) (rows past the prompt may hold
+padding, which later steps overwrite before any query can see them), then decode(token, pos) once
+per token; start + T <= sequence_length is the caller's to keep (minillm_jax.generation slides the
+window by recomputing it). MoE and weighted_residual need nothing extra: both act on each token on
+its own (capacity-limited MoE excepted, see minillm_jax.generation).
 """
 
 from __future__ import annotations
@@ -115,12 +128,15 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
 
 
 class Attention(nn.Module):
+    """Causal self-attention. With `start` (a traced int: decode mode, see the module docstring)
+    the T tokens of x sit at positions start .. start+T-1 and attend to the KV cache."""
+
     cfg: ModelConfig
     execution: ExecutionConfig
     train: bool
 
     @nn.compact
-    def __call__(self, x: Array) -> Array:
+    def __call__(self, x: Array, start: Array | None = None) -> Array:
         cfg, dtype = self.cfg, jnp.dtype(self.execution.compute_dtype)
         b, t, c = x.shape
         dense = lambda feats, init, name: nn.Dense(  # noqa: E731
@@ -133,7 +149,13 @@ class Attention(nn.Module):
             k = RMSNorm(cfg.rmsnorm_eps, name="k_norm")(k)
         if cfg.model == "llama":
             cos, sin = rope_tables(cfg.sequence_length, cfg.head_dim, cfg.rope_theta)
+            if start is not None:  # the rows of positions start .. start+t-1
+                positions = start + jnp.arange(t)
+                cos, sin = cos[positions], sin[positions]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if start is not None:
+            y = self._cached_attention(q, k, v, start)
+            return dense(c, proj_init(cfg), "c_proj")(y.reshape(b, t, c))
         rate = cfg.attention_dropout
         use_dropout = self.train and rate > 0
         impl = self.execution.attention_impl
@@ -145,6 +167,22 @@ class Attention(nn.Module):
             dropout_rng=self.make_rng("dropout") if use_dropout else None, implementation=impl)
         y = dense(c, proj_init(cfg), "c_proj")(y.reshape(b, t, c))
         return nn.Dropout(cfg.dropout, deterministic=not self.train)(y)
+
+    def _cached_attention(self, q: Array, k: Array, v: Array, start: Array) -> Array:
+        """Writes k, v (B, T, nh, hs) into cache rows start .. start+T-1, then attends from the
+        queries of positions start+i to the cache rows <= start+i (XLA kernel: any device)."""
+        b, t, h, d = k.shape
+        shape = (b, self.cfg.sequence_length, h, d)
+        cached_k = self.variable("cache", "key", jnp.zeros, shape, k.dtype)
+        cached_v = self.variable("cache", "value", jnp.zeros, shape, v.dtype)
+        zero = jnp.zeros((), jnp.int32)
+        index = (zero, jnp.asarray(start, jnp.int32), zero, zero)
+        cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k, index)
+        cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v, index)
+        rows = jnp.arange(shape[1])
+        mask = rows[None, :] <= (start + jnp.arange(t))[:, None]  # (T, L)
+        return jax.nn.dot_product_attention(q, cached_k.value, cached_v.value,
+                                            mask=mask[None, None], implementation="xla")
 
 
 class MLP(nn.Module):
@@ -191,10 +229,18 @@ def _sublayer_types() -> dict[str, type[nn.Module]]:
     return {"attn": Attention, "mlp": MLP, "moe": MoE}
 
 
+def sublayer_kinds() -> tuple[str, ...]:
+    """The block types config.block_pattern may name."""
+    return tuple(_sublayer_types())
+
+
 class Block(nn.Module):
     """Pre-norm block: x + attn(ln_1(x)), then x + mlp(ln_2(x)) (or cfg.block_pattern's sublayers).
     Scan-shaped: (carry, xs) -> (carry, stats), stats the summed MoE statistics of its sublayers
     ({} without MoE).
+
+    decode=True (KV-cache decoding): carry = (that carry, start), start the position of the
+    first token, handed to the attention sublayers and carried through unchanged.
 
     Plain residual: carry = x (B, T, C), xs = None. weighted_residual: carry = the (n+1, B, T, C)
     running inputs `acc` (row r: the weighted sum, so far, that becomes the input of block r+1 /
@@ -205,9 +251,17 @@ class Block(nn.Module):
     cfg: ModelConfig
     execution: ExecutionConfig
     train: bool
+    decode: bool = False
 
     @nn.compact
-    def __call__(self, carry: Array, xs: Any = None) -> tuple[Array, dict[str, Array]]:
+    def __call__(self, carry: Any, xs: Any = None) -> tuple[Any, dict[str, Array]]:
+        if self.decode:
+            carry, start = carry
+            out, stats = self._block(carry, xs, start)
+            return (out, start), stats
+        return self._block(carry, xs, None)
+
+    def _block(self, carry: Array, xs: Any, start: Array | None) -> tuple[Array, dict]:
         cfg = self.cfg
         if cfg.weighted_residual:
             column, index = xs
@@ -218,7 +272,8 @@ class Block(nn.Module):
         stats: dict[str, Array] = {}
         for i, (kind, name) in enumerate(cfg.sublayers):
             h = make_norm(cfg, self.execution, f"ln_{i + 1}")(x)
-            out = types[kind](cfg, self.execution, self.train, name=name)(h)
+            layer = types[kind](cfg, self.execution, self.train, name=name)
+            out = layer(h, start) if kind == "attn" and start is not None else layer(h)
             if isinstance(out, tuple):  # a layer with statistics (MoE)
                 out, layer_stats = out
                 stats = {k: stats[k] + v if k in stats else v for k, v in layer_stats.items()}
@@ -235,18 +290,19 @@ _REMAT_POLICIES = {
 
 
 def stacked_blocks(cfg: ModelConfig, execution: ExecutionConfig,
-                   block_cls: type[nn.Module] = Block) -> type[nn.Module]:
-    """`block_cls` repeated n_layer times with parameters stacked on axis 0.
+                   block_cls: type[nn.Module] = Block, decode: bool = False) -> type[nn.Module]:
+    """`block_cls` repeated n_layer times with parameters (and the KV cache) stacked on axis 0.
 
     scan_layers=False unrolls the loop completely (same parameters, bigger program): useful to
-    compare speed or to step through layers; compile time then grows with depth.
+    compare speed or to step through layers; compile time then grows with depth. decode=True
+    (no gradients) leaves out remat.
     """
-    if execution.remat != "none":
+    if execution.remat != "none" and not decode:
         block_cls = nn.remat(block_cls, prevent_cse=False,
                              policy=_REMAT_POLICIES[execution.remat])
     return nn.scan(
         block_cls,
-        variable_axes={"params": 0},
+        variable_axes={"params": 0, "cache": 0},
         split_rngs={"params": True, "dropout": True},
         length=cfg.n_layer,
         unroll=1 if execution.scan_layers else cfg.n_layer,
@@ -297,32 +353,45 @@ class Transformer(nn.Module):
         features = self.features(idx, train)
         return head_logits(features.hidden, features.head, self.cfg.logit_softcap)
 
+    def decode(self, idx: Array, start: Array) -> Features:
+        """KV-cache step (module docstring): features of tokens (B, T) at positions
+        start .. start+T-1, attending to the cached keys/values of positions < start and to
+        each other causally; updates the "cache" collection (apply with mutable=["cache"]; the
+        first call creates it, zero-filled). start + T <= sequence_length."""
+        return self.features(idx, False, jnp.asarray(start, jnp.int32))
+
     @nn.compact
-    def features(self, idx: Array, train: bool = False) -> Features:
+    def features(self, idx: Array, train: bool = False, start: Array | None = None) -> Features:
         """Hidden states, output matrix and auxiliary losses of token ids (B, T), T <= the
-        position table (callers check: minillm_jax.config.check_sequence_fits)."""
+        position table (callers check: minillm_jax.config.check_sequence_fits). `start`: the
+        KV-cache decode mode of `decode`."""
         cfg, dtype = self.cfg, jnp.dtype(self.execution.compute_dtype)
         t = idx.shape[1]
+        decode = start is not None
         embed = lambda n, name: nn.Embed(  # noqa: E731
             n, cfg.n_embd, embedding_init=_normal(cfg.init_std), param_dtype=jnp.float32,
             name=name)
         wte = embed(cfg.vocab_size, "wte")
         x = wte(idx)
         if cfg.model == "gpt":
-            x = x + embed(cfg.sequence_length, "wpe")(jnp.arange(t))[None]
+            positions = jnp.arange(t) if start is None else start + jnp.arange(t)
+            x = x + embed(cfg.sequence_length, "wpe")(positions)[None]
         residual = jnp.dtype(self.execution.residual_dtype)
         x = nn.Dropout(cfg.dropout, deterministic=not train)(x).astype(residual)
-        blocks = stacked_blocks(cfg, self.execution)(cfg, self.execution, train, name="blocks")
+        blocks = stacked_blocks(cfg, self.execution, decode=decode)(
+            cfg, self.execution, train, decode, name="blocks")
+        run = ((lambda carry, xs: blocks(carry, xs)) if not decode else
+               (lambda carry, xs: _drop_start(blocks((carry, start), xs))))
         if cfg.weighted_residual:
-            x, stats = self._weighted_residual_stack(blocks, x)
+            x, stats = self._weighted_residual_stack(run, x)
         else:
-            x, stats = blocks(x, None)
+            x, stats = run(x, None)
         x = make_norm(cfg, self.execution, "ln_f")(x).astype(dtype)
         head = wte.embedding if cfg.tie_embeddings else LMHead(cfg, name="lm_head")()
         aux_loss, stats = _moe_objective(cfg, stats)
         return Features(x, head, aux_loss, stats)
 
-    def _weighted_residual_stack(self, blocks: nn.Module, h0: Array) -> tuple[Array, dict]:
+    def _weighted_residual_stack(self, blocks: Any, h0: Array) -> tuple[Array, dict]:
         """DenseFormer: the input of block r+1 (and of ln_f for r = n) is sum_{j<=r} w[r-1, j] h_j.
 
         Carried as n+1 running sums (push form) rather than a buffer of block outputs (pull form):
@@ -344,6 +413,12 @@ class Transformer(nn.Module):
         columns = jnp.concatenate([jnp.zeros((n, 1), jnp.float32), weights[:, 1:].T], axis=1)
         acc, stats = blocks(acc, (columns, jnp.arange(n)))
         return acc[n], stats
+
+
+def _drop_start(out: tuple[tuple[Array, Array], dict]) -> tuple[Array, dict]:
+    """((carry, start), stats) of the decode-mode blocks -> (carry, stats)."""
+    (carry, _), stats = out
+    return carry, stats
 
 
 def _moe_objective(cfg: ModelConfig, stats: dict[str, Array]) -> tuple[Array, dict[str, Array]]:

@@ -1,6 +1,7 @@
 """Compute-budget planner: from accelerator-hours to a compute-optimal model and its config.
 
-    python tools/plan.py --accelerator a100 --hours 3 [--mfu 0.4 | --measure configs/X.py]
+    python -m minillm_jax.planner --accelerator a100 --hours 3 [--mfu 0.4 | --measure configs/X.py]
+    python tools/plan.py ...   (the same)
 
 Budget. C = peak FLOP/s x devices x hours x 3600 x MFU, with the dense bf16 peaks of
 minillm_jax.benchmark.PEAK_FLOPS (the one table of peaks) or --peak-tflops.
@@ -298,7 +299,7 @@ def plan_lines(*, peak: float, peak_name: str, hours: float, mfu: float, devices
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tools/plan.py",
+        prog="python -m minillm_jax.planner",
         description="Compute budget -> compute-optimal parameters, tokens and configs "
                     "(Chinchilla).")
     parser.add_argument("--accelerator", default="",
@@ -350,7 +351,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.measure:
         import jax
 
-        result = measure_mfu(args.measure, args.measure_steps)
+        from minillm_jax.config import ConfigError
+
+        try:
+            result = measure_mfu(args.measure, args.measure_steps)
+        except ConfigError as err:
+            parser.error(f"--measure {args.measure}: {err}")
         mfu = min(1.0, result["mfu"])
         device = jax.devices()[0]
         mfu_source = (f"measured: {args.measure} on {device.device_kind}, "

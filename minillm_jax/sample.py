@@ -4,8 +4,9 @@
         [--max-new-tokens 40] [--temperature 0.9] [--top-k 50] [--seed 0] [--num-samples 1]
 
 Temperature 0 is greedy decoding; --top-k 0 samples from the whole vocabulary. The same seed
-gives the same text. Uses minillm_jax.sampling.generate (no KV cache: fine for small models, on
-CPU too).
+gives the same text. This is the command line; the library is minillm_jax.generation (`generate`:
+one prefill of the prompt, then one token per step from a KV cache; the context is the last
+sequence_length tokens).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     absl_logging.set_verbosity(absl_logging.WARNING)
     from minillm_jax import checkpointing, rundir
     from minillm_jax.model import build_model
-    from minillm_jax.sampling import generate
+    from minillm_jax.generation import generate
 
     try:
         config, params, step = checkpointing.load_params(args.workdir, args.step)

@@ -320,7 +320,7 @@ class TrainLoop:
             log("sample: skipped in multi-process runs (python -m minillm_jax.sample --workdir "
                 f"{c.run.workdir} samples from the final checkpoint)")
         elif c.run.sample_tokens > 0:
-            from minillm_jax.sampling import generate
+            from minillm_jax.generation import generate
 
             text = generate(self.run.model, jax.device_get(final_params), c.run.sample_prompt,
                             max_new_tokens=c.run.sample_tokens,

@@ -1,7 +1,6 @@
 """Curves against step / tokens / training time, the final-eval marker, and which sweep figures
 are written (data preparation is tested, not pixels)."""
 
-import importlib.util
 import json
 import os
 import warnings
@@ -10,7 +9,6 @@ import pytest
 
 from minillm_jax import plotting, sweep
 from minillm_jax.plotting import final_point, series, val_loss_curve, x_at, x_by_step
-from tests.conftest import REPO
 
 TOKENS_PER_STEP = 256
 
@@ -123,15 +121,8 @@ def test_sweep_figures_need_several_runs(tmp_path):
     assert {"curves_vs_time.png", "val_loss_vs_time.png"} <= set(os.listdir(out))
 
 
-def _plot_tool():
-    spec = importlib.util.spec_from_file_location("plot_tool", REPO / "tools" / "plot.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_plot_tool_x_option(tmp_path, capsys):
-    tool = _plot_tool()
+    tool = plotting  # python -m minillm_jax.plotting, also tools/plot.py
     runs = [write_run(tmp_path / "runs" / name, make_records(final=f))
             for name, f in (("a", 1.5), ("b", 1.6))]
     out = tmp_path / "plots"

@@ -114,12 +114,10 @@ def test_sweep_runs_resumes_and_reports(tmp_path, shakespeare_dir, monkeypatch, 
     assert sweep.main([str(sweep_file), "--out", out]) == 0
     assert calls == []
 
-    # 5. tools/plot.py on the run directories, one of them without the sweep's config.json (its
-    # config then comes from the checkpoint).
+    # 5. python -m minillm_jax.plotting (tools/plot.py) on the run directories, one of them
+    # without the sweep's config.json (its config then comes from the checkpoint).
     os.remove(os.path.join(out, "L2_d32", "config.json"))
-    spec = importlib.util.spec_from_file_location("plot_tool", REPO / "tools" / "plot.py")
-    plot_tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(plot_tool)
+    from minillm_jax import plotting as plot_tool
     plots = str(tmp_path / "plots")
     assert plot_tool.main([os.path.join(out, "L1_d64"), os.path.join(out, "L2_d32"),
                            "--out", plots]) == 0

@@ -21,7 +21,7 @@ FORMAT = "minillm-jax tokens v1"
 def prepare_command(data_dir: str, dataset: str | None = None) -> str:
     """The command that creates `data_dir`, for error messages."""
     name = dataset or "NAME"
-    source = "" if dataset == "shakespeare" else " [--source ...]"
+    source = "" if dataset in ("shakespeare", "shakespeare-dev") else " [--source ...]"
     return f"python -m minillm_jax.data.prepare --dataset {name} --out {data_dir}{source}"
 
 

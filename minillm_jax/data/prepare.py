@@ -21,6 +21,10 @@ Sources
     val_fraction defaults to 0.05, which holds out ceil(0.05 * 42) = 3 whole plays chosen by the
     same seeded permutation (about 7% of the text): enough val tokens (~10^5) for a stable loss,
     and no play is split between train and val.
+  * `shakespeare-dev`: the training plays of `shakespeare` only (its 3 validation plays are left
+    out entirely), split again the same way: 37 plays to train on and 2 to evaluate on. Choose
+    hyper-parameters on this, so that the validation plays of `shakespeare` stay unseen until
+    the final measurement.
   * `text`: like `--source` above with default set name "text".
 
 Each document's tokens (tiktoken gpt2, `encode_ordinary`, no special tokens) are followed by EOT
@@ -59,8 +63,10 @@ from minillm_jax.data import format as fmt
 from minillm_jax.data.sources import LocalSource, ShakespeareSource, set_name_of
 from minillm_jax.tokenizer import EOT_TOKEN, GPT2_TIKTOKEN_SHA256, get_tokenizer
 
-DATASETS = ("slimpajama", "shakespeare", "text")
-DEFAULT_VAL_FRACTION = {"slimpajama": 0.0005, "text": 0.0005, "shakespeare": 0.05}
+DATASETS = ("slimpajama", "shakespeare", "shakespeare-dev", "text")
+DEFAULT_VAL_FRACTION = {"slimpajama": 0.0005, "text": 0.0005, "shakespeare": 0.05,
+                        "shakespeare-dev": 0.05}
+VENDORED = ("shakespeare", "shakespeare-dev")
 SPLIT_SEED = 2357
 HUB_DATASET = "DKYoon/SlimPajama-6B"
 TOKENIZER = "gpt2"
@@ -420,8 +426,8 @@ def prepare_dataset(dataset: str, out_dir: str, *, source: str | None = None,
     """
     if dataset not in DATASETS:
         raise DataError(f"unknown dataset {dataset!r}: expected one of {', '.join(DATASETS)}")
-    if dataset == "shakespeare" and source:
-        raise DataError("--dataset shakespeare uses the vendored corpus; use --dataset text "
+    if dataset in VENDORED and source:
+        raise DataError(f"--dataset {dataset} uses the vendored corpus; use --dataset text "
                         "--source ... for other files")
     if dataset == "text" and not source:
         raise DataError("--dataset text needs --source (a directory or glob of "
@@ -446,6 +452,8 @@ def prepare_dataset(dataset: str, out_dir: str, *, source: str | None = None,
         start = time.perf_counter()
         if dataset == "shakespeare":
             plan = _local_plan(ShakespeareSource(), val_fraction, split_seed)
+        elif dataset == "shakespeare-dev":
+            plan = _local_plan(_training_plays(split_seed), val_fraction, split_seed)
         elif source:
             local = LocalSource(source, default_set="unknown" if dataset == "slimpajama" else "text",
                                 skip_bad=skip_bad, text_field=text_field)
@@ -550,14 +558,23 @@ def _finish(dataset: str, out_dir: str, plan: _Plan, writer: _Writer, num_proc: 
     return meta
 
 
+def _training_plays(split_seed: int) -> ShakespeareSource:
+    """The vendored corpus without the validation plays of `--dataset shakespeare`."""
+    source = ShakespeareSource()
+    rank_of, _ = _split_ranks(source.count(), DEFAULT_VAL_FRACTION["shakespeare"], split_seed)
+    source.keep([name for name, rank in zip(source.names, rank_of) if rank < 0])
+    return source
+
+
 def ensure_dataset(dataset: str, data_dir: str) -> None:
-    """Makes sure `data_dir` holds a finished dataset. The vendored `shakespeare` corpus is
-    prepared automatically (a few seconds); any other dataset must be prepared beforehand."""
+    """Makes sure `data_dir` holds a finished dataset. The vendored corpus (`shakespeare`,
+    `shakespeare-dev`) is prepared automatically (a few seconds); any other dataset must be
+    prepared beforehand."""
     if fmt.is_prepared(data_dir):
         return
-    if dataset == "shakespeare":
-        _log(f"preparing the vendored shakespeare corpus into {data_dir}")
-        prepare_dataset("shakespeare", data_dir, num_proc=1)
+    if dataset in VENDORED:
+        _log(f"preparing the vendored {dataset} corpus into {data_dir}")
+        prepare_dataset(dataset, data_dir, num_proc=1)
         return
     raise DataError(f"no prepared data in {data_dir}: run `python -m minillm_jax.data.prepare "
                     f"--dataset {dataset} --out {data_dir} [--source ...]`")

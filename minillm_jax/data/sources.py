@@ -256,3 +256,11 @@ class ShakespeareSource:
     def records(self) -> Iterator[tuple[str | None, str]]:
         for name in self._names:
             yield decode(self._raw[name], self.stats), self.default_set
+
+    def keep(self, names: list[str]) -> None:
+        """Restricts the corpus to these plays (e.g. the training plays only)."""
+        self._names = [n for n in self._names if n in set(names)]
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._names)

@@ -6,7 +6,8 @@
     export.llm_baselines.save(params, config, "model.pt")   # + model.args.json
     export.hf.save(params, config, "hf_dir")                 # config.json + model.safetensors (+ tokenizer)
 
-Command lines: tools/convert_to_torch.py and tools/convert_from_torch.py.
+Command lines: python -m minillm_jax.export.to_torch and python -m minillm_jax.export.from_torch
+(the same as tools/convert_to_torch.py and tools/convert_from_torch.py).
 Anything that cannot be converted exactly raises `ConversionError` (a ValueError) with one
 message listing every offending key or option. The mapping is table-driven, one rules function
 per (format, architecture) in `architectures.py`; parity with independent PyTorch models and

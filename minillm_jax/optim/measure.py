@@ -15,14 +15,17 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from minillm_jax.config import OPTIMIZERS, ModelConfig, OptimConfig, base_defaults, build_config
+from minillm_jax.config import (
+    OPTIMIZERS, ConfigError, ModelConfig, OptimConfig, base_defaults, build_config)
 from minillm_jax.losses import cross_entropy
 from minillm_jax.model import Transformer, abstract_params, count_params, init_params
 from minillm_jax.optim.factory import build_optimizer, optimizer_state_bytes
@@ -96,23 +99,32 @@ def _parse(spec: str) -> tuple[str, dict]:
     return opt, overrides
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minillm_jax.optim.measure",
+                                     description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=200)
     parser.add_argument("--opts", default="adamw,adamw8bit",
                         help="comma-separated opt[:field=value...] (config overrides)")
     parser.add_argument("--skip-bytes", action="store_true")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    try:
+        specs = [(spec, *_parse(spec)) for spec in args.opts.split(",")]
+    except ValueError:
+        parser.error(f"--opts {args.opts!r}: expected comma-separated opt[:field=value...]")
     if not args.skip_bytes:
         state_bytes_table()
     print(f"small GPT, {args.steps} steps (mean train loss of the last 20 steps; floor 0.947):")
-    for spec in args.opts.split(","):
-        opt, overrides = _parse(spec)
+    for spec, opt, overrides in specs:
         t0 = time.perf_counter()
-        first, last = loss_curve(opt, args.steps, **overrides)
+        try:
+            first, last = loss_curve(opt, args.steps, **overrides)
+        except ConfigError as err:
+            print(f"error: {spec}: {err}", file=sys.stderr)
+            return 2
         print(f"  {spec:45s} loss {first:.4f} -> {last:.4f} ({time.perf_counter() - t0:.0f}s)",
               flush=True)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

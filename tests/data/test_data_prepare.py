@@ -176,6 +176,21 @@ def test_shakespeare_prepare_and_ensure(shakespeare_dir, tmp_path):
         ensure_dataset("slimpajama", str(tmp_path / "nothing"))
 
 
+def test_shakespeare_dev_never_sees_the_validation_plays(shakespeare_dir, tmp_path):
+    """For choosing hyper-parameters: the training plays only, split again into train and dev."""
+    dev = str(tmp_path / "dev")
+    ensure_dataset("shakespeare-dev", dev)
+    meta, full = load_meta(dev), load_meta(shakespeare_dir)
+    assert meta["train"]["documents"] == 37 and meta["val"]["documents"] == 2
+    assert meta["train"]["tokens"] + meta["val"]["tokens"] == full["train"]["tokens"]
+    held_out = _read(shakespeare_dir, "val")
+    plays = np.split(held_out, np.flatnonzero(held_out == EOT_TOKEN)[:-1] + 1)
+    for split in ("train", "val"):
+        tokens = _read(dev, split).tobytes()
+        for play in plays:
+            assert play[100:400].tobytes() not in tokens  # no validation text leaks in
+
+
 def test_cli_ok_and_error(tmp_path, capsys):
     source = write_jsonl(tmp_path / "d.jsonl", ["alpha beta", "gamma delta", "epsilon"])
     out = str(tmp_path / "out")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from minillm_jax import checkpointing, export
+from minillm_jax.export import to_torch
 from tests.conftest import REPO
 from tests.export.common import random_params, tiny_config
-from tests.export.test_roundtrip import load_tool
 
 
 def _state_dict(config):
@@ -111,7 +111,6 @@ def test_cli_unknown_architecture_in_checkpoint(tmp_path, capsys):
     config.model = "moe"
     run = str(tmp_path / "run")
     checkpointing.save_params(run, config, params)
-    to_torch = load_tool("convert_to_torch")
     assert to_torch.main(["--workdir", run, "--format", "hf", "--out", str(tmp_path / "x")]) == 2
     assert "unknown architecture 'moe'" in capsys.readouterr().err
     assert to_torch.main(["--workdir", str(tmp_path / "none"), "--format", "hf",

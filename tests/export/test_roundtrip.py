@@ -1,6 +1,5 @@
 """Bit-exact round trips (JAX -> torch -> JAX), through the API, the checkpoint and the CLIs."""
 
-import importlib.util
 import json
 
 import numpy as np
@@ -8,18 +7,12 @@ import pytest
 import torch
 
 from minillm_jax import checkpointing, export
+from minillm_jax.export import from_torch, to_torch
 from minillm_jax.export.mapping import flatten
 from tests.conftest import REPO
 from tests.export.common import random_params, tiny_config
 
 ALL = [(m, b, t) for m in ("gpt", "llama") for b in (False, True) for t in (True, False)]
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, REPO / "tools" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def assert_bit_exact(got, want):
@@ -68,14 +61,13 @@ def test_untied_state_dict_imports_only_when_asked():
 
 
 def test_cli_round_trip_through_checkpoints(tmp_path, capsys):
-    """save_params -> convert_to_torch -> convert_from_torch -> load_params, bit-exact; the
+    """save_params -> export.to_torch -> export.from_torch -> load_params, bit-exact; the
     import also accepts a compiled model's `_orig_mod.` keys inside a {'model': ...} checkpoint."""
     config = tiny_config("llama", bias=True)
     params = random_params(config, seed=5)
     run = str(tmp_path / "run")
     checkpointing.save_params(run, config, params, step=7)
 
-    to_torch, from_torch = load_tool("convert_to_torch"), load_tool("convert_from_torch")
     pt = str(tmp_path / "model.pt")
     assert to_torch.main(["--workdir", run, "--format", "llm-baselines", "--out", pt]) == 0
     printed = capsys.readouterr().out
@@ -113,7 +105,6 @@ def test_cli_hf_export(tmp_path, capsys):
     params = random_params(config, seed=6)
     run = str(tmp_path / "run")
     checkpointing.save_params(run, config, params, step=3)
-    to_torch = load_tool("convert_to_torch")
     out = tmp_path / "hf"
     assert to_torch.main(["--workdir", run, "--format", "hf", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
