@@ -79,7 +79,8 @@ def peak_flops(compute_dtype: str = "float32") -> tuple[float, str]:
     if peak is not None:
         return peak, f"{device.device_kind} datasheet bf16 dense"
     dtype = jnp.bfloat16 if compute_dtype == "bfloat16" else jnp.float32
-    return measure_matmul_peak(dtype=dtype), f"measured {jnp.dtype(dtype).name} matmul on {device.device_kind}"
+    source = f"measured {jnp.dtype(dtype).name} matmul on {device.device_kind}"
+    return measure_matmul_peak(dtype=dtype), source
 
 
 def model_flops_per_token(config: TrainConfig, params: Any) -> float:
@@ -111,7 +112,7 @@ def benchmark(config: TrainConfig | ml_collections.ConfigDict, steps: int = 5, w
     horizon = run.horizon(config.run.iterations)
     for _ in range(warmup):
         state, metrics = compiled(state, batch, horizon)
-    jax.block_until_ready(metrics)
+    jax.block_until_ready(state)
     times = []
     for _ in range(steps):
         t = time.perf_counter()
@@ -161,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
     args, c, _ = parse_config_args(parser, argv)
+    if args.steps < 1 or args.warmup < 0:
+        parser.error(f"--steps must be >= 1 and --warmup >= 0 (got {args.steps}, {args.warmup})")
     try:
         r = benchmark(c, steps=args.steps, warmup=args.warmup)
     except ConfigError as err:

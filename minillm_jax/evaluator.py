@@ -61,4 +61,5 @@ def format_eval(result: dict[str, float]) -> str:
     if "val_bpb" in result:
         text += f" | bpb {result['val_bpb']:.4f}"
     rate = result["val_tokens"] / max(result["val_time_s"], 1e-9)
-    return text + f" | {result['val_tokens']:,} tokens in {result['val_time_s']:.1f}s ({rate:,.0f}/s)"
+    seconds = result["val_time_s"]
+    return text + f" | {result['val_tokens']:,} tokens in {seconds:.1f}s ({rate:,.0f}/s)"

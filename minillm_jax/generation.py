@@ -208,14 +208,19 @@ def generate_tokens(model: Any, params: Any, tokens: list[int], *, max_new_token
     return out
 
 
-def generate(model: Any, params: Any, prompt: str, *, max_new_tokens: int = 40,
-             temperature: float = 0.9, top_k: int = 0, seed: int = 0) -> str:
-    """Continues `prompt` (module docstring: semantics, the KV cache and its fallback)."""
+def generate(model: Any, params: Any, prompt: str, **sampling: Any) -> str:
+    """Continues `prompt` (module docstring: semantics, the KV cache and its fallback).
+    `sampling`: max_new_tokens (40), temperature (0.9), top_k (0 = all), seed (0)."""
+    return _continue_text(generate_tokens, model, params, prompt, sampling)
+
+
+def _continue_text(generate_fn: Any, model: Any, params: Any, prompt: str,
+                   sampling: dict[str, Any]) -> str:
+    """prompt + the decoded tokens `generate_fn` continues it with (an empty prompt starts
+    from the end-of-text token)."""
     enc = get_tokenizer()
     tokens = enc.encode_ordinary(prompt) or [EOT_TOKEN]
-    out = generate_tokens(model, params, tokens, max_new_tokens=max_new_tokens,
-                          temperature=temperature, top_k=top_k, seed=seed)
-    return prompt + enc.decode(out)
+    return prompt + enc.decode(generate_fn(model, params, tokens, **sampling))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -251,11 +256,6 @@ def generate_tokens_reference(model: Any, params: Any, tokens: list[int], *,
     return out
 
 
-def generate_reference(model: Any, params: Any, prompt: str, *, max_new_tokens: int = 40,
-                       temperature: float = 0.9, top_k: int = 0, seed: int = 0) -> str:
+def generate_reference(model: Any, params: Any, prompt: str, **sampling: Any) -> str:
     """`generate` on the no-cache path (the same text, up to float rounding; slower)."""
-    enc = get_tokenizer()
-    tokens = enc.encode_ordinary(prompt) or [EOT_TOKEN]
-    out = generate_tokens_reference(model, params, tokens, max_new_tokens=max_new_tokens,
-                                    temperature=temperature, top_k=top_k, seed=seed)
-    return prompt + enc.decode(out)
+    return _continue_text(generate_tokens_reference, model, params, prompt, sampling)

@@ -91,7 +91,8 @@ def token_losses_and_hits(hidden: Array, head: Array, targets: Array, chunk: int
                           softcap: float = 0.0) -> tuple[Array, Array]:
     """Per-token cross entropy and argmax hits (N,) for hidden (N, C), head (V, C), targets (N,),
     forward only, over chunks of `chunk` tokens (0: all at once), so that evaluation holds at most
-    (chunk x vocab) float32 logits. Accuracy is the argmax over all V logits, as llm-baselines'."""
+    (chunk x vocab) float32 logits. A hit is the target's logit being the largest of all V, as
+    llm-baselines' argmax accuracy (ties aside)."""
     n, c = hidden.shape
     chunk = min(chunk, n) if chunk > 0 else n
     pad = (-n) % chunk
@@ -103,9 +104,15 @@ def token_losses_and_hits(hidden: Array, head: Array, targets: Array, chunk: int
         h_i, y_i = inputs
         logits, _ = _softcap(jnp.dot(h_i, head_c.T, preferred_element_type=jnp.float32),
                              softcap)
-        loss = cross_entropy(logits, y_i)
-        hits = (jnp.argmax(logits, axis=-1) == y_i).astype(jnp.float32)
-        return loss, hits
+        # One max pass serves both the log-sum-exp and the hit test: on CPU the passes over the
+        # (chunk x vocab) logits, not the matmul, bound evaluation, and argmax's (value, index)
+        # reduction costs as much as the exp-sum (measured: 5.5k vs 4.5k tokens/s on the demo's
+        # output layer). "target logit == max" equals "argmax == target" except on exact ties,
+        # which trained float32 logits do not have.
+        row_max = jnp.max(logits, axis=-1)
+        target = jnp.take_along_axis(logits, y_i[:, None], axis=-1)[:, 0]
+        log_sum_exp = jnp.log(jnp.sum(jnp.exp(logits - row_max[:, None]), axis=-1)) + row_max
+        return log_sum_exp - target, (target >= row_max).astype(jnp.float32)
 
     losses, hits = jax.lax.map(one_chunk, (h, y))
     return losses.reshape(-1)[:n], hits.reshape(-1)[:n]

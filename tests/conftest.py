@@ -14,7 +14,7 @@ def tiny_config(**overrides):
     """A model small enough to compile and train in seconds on CPU, using the demo data."""
     from minillm_jax.config import load_config
 
-    config = load_config(REPO / "configs" / "demo.py")
+    config = load_config(REPO / "configs" / "demo_2023.py")
     config.update(dict(n_layer=2, n_embd=64, n_head=4, sequence_length=32, batch_size=8,
                        iterations=20, eval_freq=10, eval_batches=2, log_freq=5,
                        sample_tokens=0, final_full_eval=False))

@@ -167,3 +167,12 @@ def test_tools_are_thin_wrappers():
         code = [line for line in path.read_text().split('"""')[-1].splitlines()
                 if line.strip() and not line.lstrip().startswith("#")]
         assert len(code) <= 10, (tool, code)
+
+
+def test_benchmark_refuses_no_timed_steps(capsys):
+    from minillm_jax import benchmark
+
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--config", str(REPO / "configs" / "demo.py"), "--steps", "0"])
+    assert exit_info.value.code == 2
+    assert "--steps must be >= 1" in capsys.readouterr().err.splitlines()[-1]

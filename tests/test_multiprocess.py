@@ -1,6 +1,6 @@
 """Multi-process training on one machine: two CPU processes (one device each, gloo collectives)
 started like a multi-host job (`JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`,
-`JAX_PROCESS_ID`) running `python -m minillm_jax.main --config configs/demo.py`.
+`JAX_PROCESS_ID`) running `python -m minillm_jax.main --config configs/demo_2023.py`.
 
 - Each process loads only its half of every global batch, and the two together train exactly
   like one process with the same global batch (losses, eval losses within float32 tolerance).
@@ -98,7 +98,7 @@ class _Run:
             log = os.path.join(workdir, f"log.{i}.txt")
             with open(log, "w") as out:
                 self.procs.append(subprocess.Popen(
-                    [sys.executable, "-c", _MAIN, "--config", "configs/demo.py", *args],
+                    [sys.executable, "-c", _MAIN, "--config", "configs/demo_2023.py", *args],
                     cwd=REPO, env=proc_env, stdout=out, stderr=subprocess.STDOUT,
                     start_new_session=True))
             self.logs.append(log)

@@ -439,3 +439,11 @@ def test_example_ablation_sweep_file_checks():
     assert lines[0].startswith("adamw (baseline):") and lines[1].startswith("muon:")
     assert "python -m minillm_jax.sweep configs/sweeps/ablation_demo_optimizer.py" in (
         importlib.util.spec_from_file_location("x", path).loader.get_source("x"))
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (REPO / "configs" / "sweeps").glob("*.py")))
+def test_every_sweep_file_dry_runs(name):
+    """Every variant of every shipped sweep builds through build_config (nothing trains)."""
+    lines = sweep.dry_run(sweep.load_sweep(REPO / "configs" / "sweeps" / f"{name}.py"),
+                          "/nonexistent/out", None, None, None, None)
+    assert lines and not any("error" in line.lower() for line in lines)

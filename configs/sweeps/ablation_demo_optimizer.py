@@ -1,5 +1,5 @@
-"""A CPU-sized optimizer ablation on configs/demo.py (a small Llama on Shakespeare): AdamW (the
-baseline) against Muon, 3 seeds each (seed/data_seed + k), 6 runs of a few minutes on 2 CPU cores.
+"""A CPU-sized optimizer ablation on configs/demo_2023.py (the demo model, 2023 recipe): AdamW
+(the baseline) against Muon, 3 seeds each (seed/data_seed + k), 6 runs of a few minutes on 2 CPU cores.
 
     python -m minillm_jax.sweep configs/sweeps/ablation_demo_optimizer.py
 
@@ -16,7 +16,7 @@ from minillm_jax.config import load_config
 
 
 def get_sweep() -> dict:
-    base = load_config(Path(__file__).parent.parent / "demo.py")
+    base = load_config(Path(__file__).parent.parent / "demo_2023.py")
     # muon: Muon (muon_lr, configs/base.py) on the hidden matrices, AdamW (lr) on the rest
     variants = [{"name": "adamw", "opt": "adamw"}, {"name": "muon", "opt": "muon"}]
     return {"base": base, "variants": variants, "baseline": "adamw", "seeds": 3}

@@ -1,4 +1,4 @@
-"""A CPU-sized width-vs-depth sweep on the built-in Shakespeare corpus (configs/demo.py's Llama):
+"""A CPU-sized width-vs-depth sweep on the built-in Shakespeare corpus (configs/demo_2023.py's Llama):
 three shapes of equal non-embedding size N = 12 * D^2 * L = 110,592, head size 24, SwiGLU hidden
 size exactly 8D/3 (multiple_of=32), 80 steps of 8 x 64 tokens; each variant trains in about a
 minute or less on 2 CPU cores.
@@ -17,7 +17,7 @@ SHAPES = ((1, 96), (4, 48), (16, 24))  # (n_layer, n_embd), 12 * D^2 * L equal
 
 
 def get_sweep() -> dict:
-    base = load_config(Path(__file__).parent.parent / "demo.py")
+    base = load_config(Path(__file__).parent.parent / "demo_2023.py")
     base.multiple_of = 32  # SwiGLU hidden = 8D/3 exactly at these widths
     base.sequence_length = 64
     base.batch_size = 8

@@ -93,7 +93,7 @@ def test_cli_round_trip_through_checkpoints(tmp_path, capsys):
 
     # --config supplies the fields the args do not set (here the demo's log_freq)
     out2 = str(tmp_path / "imported2")
-    assert from_torch.main(["--state-dict", pt, "--config", str(REPO / "configs" / "demo.py"),
+    assert from_torch.main(["--state-dict", pt, "--config", str(REPO / "configs" / "demo_2023.py"),
                             "--args", str(tmp_path / "model.args.json"), "--workdir", out2]) == 0
     loaded_config, loaded, step = checkpointing.load_params(out2)
     assert step == 0 and loaded_config.run.log_freq == 25 and loaded_config.model.n_layer == 2

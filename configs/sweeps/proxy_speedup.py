@@ -1,0 +1,31 @@
+"""Target: the modern recipe reaches the 2023 recipe's final val loss in <= 40% of its wall-clock.
+On the CPU proxy (configs/proxy.py), the 2023 recipe trains its full 120 steps; the modern recipe
+(configs/proxy_modern.py) is given 25% of them (30 steps, its schedule ending there). A modern
+step costs about 1.3x a 2023 step (Muon's Newton-Schulz iterations at this small batch, and the
+untied head's update), so 25% of the steps is about a third of the wall-clock. 3 seeds each,
+evaluated on the held-out plays, after both lrs were picked by configs/sweeps/proxy_lr.py on the
+shakespeare-dev split.
+
+    python -m minillm_jax.sweep configs/sweeps/proxy_speedup.py
+
+ablation.md then gives each recipe's final val loss (mean ± std), the paired difference and the
+time each needs to reach the 2023 recipe's mean final loss.
+"""
+
+from pathlib import Path
+
+from minillm_jax.config import load_config
+
+CONFIGS = Path(__file__).parent.parent
+
+
+def get_sweep() -> dict:
+    baseline = load_config(CONFIGS / "proxy.py")
+    modern = load_config(CONFIGS / "proxy_modern.py")
+    modern_fields = {k: v for k, v in modern.items() if baseline[k] != v}
+    base = baseline.copy_and_resolve_references()
+    base.save_every_minutes = 0.0
+    variants = [{"name": "recipe_2023"},
+                {"name": "modern_25pct_steps", **modern_fields,
+                 "iterations": baseline.iterations // 4}]
+    return {"base": base, "variants": variants, "baseline": "recipe_2023", "seeds": 3}
