@@ -40,7 +40,7 @@ import os
 import sys
 import warnings
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 import matplotlib
 
@@ -48,6 +48,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from minillm_jax.metrics import read_metrics  # noqa: E402
+from minillm_jax.runs import format_table, read_run, write_summary  # noqa: E402
 
 X_FIELDS = {"step": "step", "tokens": "tokens", "time": "train_time_s"}
 X_LABELS = {"step": "step", "tokens": "training tokens",
@@ -201,7 +202,7 @@ def plot_runs(run_dirs: Sequence[str], out: str, x: str = "step") -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Sweep plots. `runs` are summary rows (minillm_jax.sweep.read_run): dicts with name, run_dir,
+# Sweep plots. `runs` are summary rows (minillm_jax.runs.read_run): dicts with name, run_dir,
 # params, n_layer, n_embd, steps, tokens, val_loss, val_perplexity ("" where unknown).
 
 SWEEP_PLOTS = {"val_loss": "val_loss_vs_step.png", "perplexity": "perplexity_vs_params.png",
@@ -212,7 +213,7 @@ def _known(row: dict, *keys: str) -> bool:
     return all(row.get(k, "") not in ("", None) for k in keys)
 
 
-def _finish(fig, ax, out: str) -> str:
+def finish_figure(fig, ax, out: str) -> str:
     ax.grid(alpha=0.3)
     handles, _ = ax.get_legend_handles_labels()
     if handles:
@@ -246,7 +247,7 @@ def plot_val_loss(runs: Sequence[dict], out: str, x: str = "step") -> str:
         _mark_final(ax, curve.final, line.get_color(), _last(curve.periodic))
     ax.set(xlabel=X_LABELS[x], ylabel="validation loss (nats/token)",
            title="validation loss (line: periodic evals, star: final eval)")
-    return _finish(fig, ax, out)
+    return finish_figure(fig, ax, out)
 
 
 def plot_perplexity_vs_params(runs: Sequence[dict], out: str) -> str:
@@ -279,7 +280,7 @@ def plot_perplexity_vs_params(runs: Sequence[dict], out: str) -> str:
             target.legend(fontsize=8, loc="upper right")
     ax.set(xlabel="parameters", ylabel="final validation perplexity", xscale="log",
            yscale="log", title="final perplexity vs parameters")
-    return _finish(fig, ax, out)
+    return finish_figure(fig, ax, out)
 
 
 def plot_width_depth(runs: Sequence[dict], out: str) -> str:
@@ -299,7 +300,7 @@ def plot_width_depth(runs: Sequence[dict], out: str) -> str:
     layers = sorted({int(r["n_layer"]) for r in points})
     if layers:
         ax.set_xticks(layers)
-    return _finish(fig, ax, out)
+    return finish_figure(fig, ax, out)
 
 
 def sweep_plot_names(x: str = "step") -> dict[str, str]:
@@ -329,6 +330,13 @@ def plot_sweep(runs: Sequence[dict], out_dir: str, x: str = "step") -> list[str]
     return paths
 
 
+def write_report(rows: Sequence[dict[str, Any]], out_dir: str, x: str = "step") -> list[str]:
+    """summary.csv plus the sweep plots (curves against `x`: step, tokens or time); returns the
+    paths written."""
+    os.makedirs(out_dir, exist_ok=True)
+    return [write_summary(rows, out_dir), *plot_sweep(rows, out_dir, x=x)]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m minillm_jax.plotting",
@@ -347,8 +355,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.out.lower().endswith(".png"):
         print(plot_runs(args.run_dirs, args.out, x=args.x))
         return 0
-    from minillm_jax.sweep import format_table, read_run, write_report
-
     if args.out:
         out = args.out
     elif len(args.run_dirs) == 1:

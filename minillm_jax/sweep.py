@@ -35,384 +35,22 @@ table is printed.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
-import math
 import os
-import re
 import sys
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import ml_collections
 
-RESULT_FILE = "result.json"
-CONFIG_FILE = "config.json"
-SUMMARY_FILE = "summary.csv"
-ABLATION_CSV = "ablation.csv"
-ABLATION_MD = "ablation.md"
-SUMMARY_FIELDS = (
-    "name", "status", "model", "n_layer", "n_embd", "n_head", "params", "batch_size", "acc_steps",
-    "sequence_length", "iterations", "steps", "tokens", "tokens_per_param", "compute_flops",
-    "val_loss", "val_perplexity", "val_acc", "val_bpb", "predicted_loss", "train_time_s",
-    "tokens_per_s", "budget_minutes", "run_dir", "error")
-# A multi-seed sweep's summary: which variant and seed index (the seed<k> directory) each row is.
-SEED_SUMMARY_FIELDS = ("name", "variant", "seed", *SUMMARY_FIELDS[1:])
-SEED_FIELDS = ("seed", "data_seed")  # what --seeds sets: a variant may not set them itself
-_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+=-]*")
-
-
-class SweepError(ValueError):
-    """A sweep file or option that cannot work; the message says what to change."""
-
-
-# ---------------------------------------------------------------------------------------------
-# Loading and building variant configs
-
-
-def load_sweep(path: str | os.PathLike) -> dict[str, Any]:
-    """Executes a sweep file and returns its checked `get_sweep()`."""
-    from minillm_jax.config import exec_python_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise SweepError(f"sweep file {str(path)!r} does not exist")
-    module = exec_python_file(path, "sweep")
-    if not hasattr(module, "get_sweep"):
-        raise SweepError(f"{path} defines no get_sweep() returning {{'base': ..., 'variants': ...}}")
-    return check_sweep(module.get_sweep(), str(path))
-
-
-def check_sweep(sweep: dict[str, Any], source: str = "sweep") -> dict[str, Any]:
-    if not isinstance(sweep, dict) or "base" not in sweep or "variants" not in sweep:
-        raise SweepError(f"{source}: get_sweep() must return {{'base': ConfigDict, "
-                         "'variants': [{'name': ..., field: value, ...}, ...]}")
-    base = sweep["base"]
-    if not isinstance(base, ml_collections.ConfigDict):
-        raise SweepError(f"{source}: 'base' must be an ml_collections.ConfigDict, "
-                         f"not {type(base).__name__}")
-    variants = list(sweep["variants"])
-    if not variants:
-        raise SweepError(f"{source}: 'variants' is empty")
-    seen: set[str] = set()
-    for i, variant in enumerate(variants):
-        if not isinstance(variant, dict) or not isinstance(variant.get("name"), str):
-            raise SweepError(f"{source}: variant #{i} needs a string 'name'")
-        name = variant["name"]
-        if not _NAME_RE.fullmatch(name):
-            raise SweepError(f"{source}: variant name {name!r} must be usable as a directory name "
-                             "(letters, digits, . _ - + =)")
-        if name in seen:
-            raise SweepError(f"{source}: variant name {name!r} appears twice; names must be "
-                             "unique (each is a workdir)")
-        seen.add(name)
-        unknown = [k for k in variant if k != "name" and k not in base]
-        if unknown:
-            raise SweepError(f"{source}: variant {name!r} sets {unknown}, which the base config "
-                             "does not have (check the spelling against configs/base.py)")
-    if sweep.get("seeds") is not None:
-        check_seeds(sweep["seeds"], f"{source}: 'seeds'")
-    if sweep.get("baseline") is not None:
-        check_baseline(sweep["baseline"], [v["name"] for v in variants], f"{source}: 'baseline'")
-    return {**sweep, "base": base, "variants": variants}
-
-
-def check_seeds(seeds: Any, where: str) -> int:
-    """The number of seeds per variant: a positive int (1 gives the seed<k> layout, no CIs)."""
-    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
-        raise SweepError(f"{where} must be a whole number >= 1 (seeds per variant), not {seeds!r}")
-    return seeds
-
-
-def check_baseline(baseline: Any, names: Sequence[str], where: str) -> str:
-    """The baseline must be one of the variants: the ablation table pairs every seed with it."""
-    if baseline not in names:
-        raise SweepError(f"{where} {baseline!r} is not a variant of the sweep; its variants are "
-                         f"{list(names)}")
-    return baseline
-
-
-def resolve_seeds(sweep: dict[str, Any], seeds: int | None) -> int | None:
-    """Seeds per variant: the --seeds value, else the sweep's "seeds", else None (one run each,
-    in the single-seed layout <out>/<variant>)."""
-    if seeds is not None:
-        return check_seeds(seeds, "--seeds")
-    return sweep.get("seeds")  # the sweep dict (not a run config); checked by check_sweep
-
-
-def resolve_baseline(sweep: dict[str, Any], baseline: str | None) -> str:
-    """The variant the ablation compares against: --baseline, else "baseline", else the first."""
-    names = [v["name"] for v in sweep["variants"]]
-    if baseline is not None:
-        return check_baseline(baseline, names, "--baseline")
-    return sweep.get("baseline") or names[0]
-
-
-def resolve_ablation(sweep: dict[str, Any], seeds: int | None,
-                     baseline: str | None) -> tuple[int | None, str | None]:
-    """(seeds, baseline) of a multi-seed sweep, (None, None) of a plain one; a --baseline without
-    seeds is refused rather than silently ignored."""
-    seeds = resolve_seeds(sweep, seeds)
-    if seeds is None:
-        if baseline is not None:
-            raise SweepError("--baseline is what a multi-seed ablation compares against: add "
-                             "--seeds N (or \"seeds\": N in the sweep file)")
-        return None, None
-    return seeds, resolve_baseline(sweep, baseline)
-
-
-def _set_field(config: ml_collections.ConfigDict, key: str, value: Any, where: str) -> None:
-    old = config[key]
-    if isinstance(old, int) and not isinstance(old, bool) and isinstance(value, float) and (
-            value.is_integer()):
-        value = int(value)
-    try:
-        config[key] = value
-    except (TypeError, ValueError) as err:
-        raise SweepError(f"{where}: cannot set {key}={value!r} ({err})") from None
-
-
-def variant_config(base: ml_collections.ConfigDict, variant: dict[str, Any], out: str,
-                   budget_minutes: float | None = None,
-                   seed: int | None = None) -> ml_collections.ConfigDict:
-    """The base config with the variant's overrides, workdir <out>/<name>, and the time budget.
-
-    With `seed` k (a multi-seed sweep) the workdir is <out>/<name>/seed<k> and seed/data_seed are
-    shifted by k, identically for every variant, so seed k of two variants is a matched pair.
-    """
-    config = ml_collections.ConfigDict(base.to_dict())
-    name = variant["name"]
-    for key, value in variant.items():
-        if key != "name":
-            _set_field(config, key, value, f"variant {name!r}")
-    if budget_minutes is not None:
-        if "budget_minutes" not in config:
-            raise SweepError(
-                "--budget-minutes needs the config field `budget_minutes` (the trainer's "
-                "wall-clock budget), but this sweep's base config has none: update "
-                "configs/base.py / the trainer, or run without --budget-minutes and limit runs "
-                "with `iterations` in the variants")
-        _set_field(config, "budget_minutes", float(budget_minutes), "--budget-minutes")
-    config.workdir = os.path.join(out, name)
-    if seed is not None:
-        _apply_seed(config, variant, seed)
-    return config
-
-
-def _apply_seed(config: ml_collections.ConfigDict, variant: dict[str, Any], seed: int) -> None:
-    """Seed index k: seed and data_seed + k, workdir <workdir>/seed<k>."""
-    fixed = [k for k in SEED_FIELDS if k in variant]
-    if fixed:
-        raise SweepError(f"variant {variant['name']!r} sets {fixed}, which --seeds/\"seeds\" "
-                         "controls (seed k runs with base seed + k for every variant, so seeds "
-                         "pair up): remove it from the variant, or set it in the base")
-    config.seed = config.seed + seed
-    config.data_seed = config.data_seed + seed
-    config.workdir = os.path.join(config.workdir, f"seed{seed}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Run records and summary rows
-
-
-def _read_json(path: str) -> dict[str, Any] | None:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
-
-
-def _write_json(path: str, data: dict[str, Any]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1, default=_json_default)
-        f.write("\n")
-    os.replace(tmp, path)  # atomic: a crash never leaves a half-written result.json
-
-
-def _json_default(value: Any) -> Any:
-    if hasattr(value, "item"):
-        return value.item()
-    return str(value)
-
-
-def is_finished(run_dir: str) -> bool:
-    return _read_json(os.path.join(run_dir, RESULT_FILE)) is not None
-
-
-def summary_row(name: str, config: ml_collections.ConfigDict | dict | None,
-                result: dict[str, Any] | None, run_dir: str, status: str,
-                error: str = "") -> dict[str, Any]:
-    """One summary.csv row (missing values are empty strings)."""
-    from minillm_jax.benchmark import flops_per_token
-    from minillm_jax.planner import config_params, predicted_loss
-
-    row: dict[str, Any] = {k: "" for k in SUMMARY_FIELDS}
-    row.update(name=name, status=status, run_dir=run_dir, error=error)
-    if config is not None and not isinstance(config, ml_collections.ConfigDict):
-        config = ml_collections.ConfigDict(config)
-    if config is not None:
-        for key in ("model", "n_layer", "n_embd", "n_head", "batch_size", "acc_steps",
-                    "sequence_length", "iterations", "budget_minutes"):
-            if key in config:
-                row[key] = config[key]
-        try:
-            row["params"] = config_params(config)
-        except Exception:  # noqa: BLE001 - an unknown/older config still gets a row
-            row["params"] = ""
-    if result:
-        for key in ("val_loss", "val_perplexity", "val_acc", "val_bpb", "train_time_s"):
-            if key in result:
-                row[key] = result[key]
-        if "step" in result:
-            row["steps"] = int(result["step"])
-    if row["steps"] != "" and config is not None:
-        tokens = row["steps"] * config.batch_size * config.acc_steps * config.sequence_length
-        row["tokens"] = tokens
-        if row["params"]:
-            row["tokens_per_param"] = tokens / row["params"]
-            row["compute_flops"] = tokens * flops_per_token(
-                row["params"], config.n_layer, config.n_embd, config.sequence_length)
-            if tokens > 0:
-                row["predicted_loss"] = predicted_loss(row["params"], tokens)
-    return row
-
-
-def _tokens_per_s(run_dir: str) -> float | str:
-    """Median of the logged tokens_per_s (all sessions of a resumed run)."""
-    from minillm_jax.metrics import read_metrics
-
-    try:
-        rates = sorted(r["tokens_per_s"] for r in read_metrics(run_dir) if "tokens_per_s" in r)
-    except OSError:
-        return ""
-    return rates[len(rates) // 2] if rates else ""
-
-
-def _result_from_metrics(run_dir: str) -> tuple[dict[str, Any] | None, str]:
-    """(result, status) of a run without result.json: its final eval, else its last eval."""
-    from minillm_jax.metrics import read_metrics
-
-    try:
-        records = read_metrics(run_dir)
-    except OSError:
-        return None, "pending"
-    for record in reversed(records):
-        if "final_val_loss" in record:
-            result = {k[len("final_"):]: v for k, v in record.items() if k.startswith("final_")}
-            return {**result, "step": record["step"]}, "finished"
-    for record in reversed(records):
-        if "val_loss" in record:
-            return {**record}, "partial"
-    return None, "partial"
-
-
-def read_run_config(run_dir: str) -> dict[str, Any] | None:
-    """The run's config: <run_dir>/config.json (sweeps), else the one saved with a checkpoint."""
-    config = _read_json(os.path.join(run_dir, CONFIG_FILE))
-    if config is not None:
-        return config
-    if not os.path.isdir(os.path.join(run_dir, "checkpoints")):
-        return None
-    try:
-        from minillm_jax import checkpointing
-
-        return checkpointing.load_config(run_dir)[0].to_dict()
-    except Exception:  # noqa: BLE001 - plots still work without the config
-        return None
-
-
-def read_run(run_dir: str, name: str | None = None) -> dict[str, Any]:
-    """A summary row for any run directory (a sweep's or a plain training run's)."""
-    name = name or os.path.basename(os.path.normpath(run_dir))
-    result = _read_json(os.path.join(run_dir, RESULT_FILE))
-    status = "finished"
-    if result is None:
-        result, status = _result_from_metrics(run_dir)
-    row = summary_row(name, read_run_config(run_dir), result, run_dir, status)
-    if row["steps"] != "":
-        row["tokens_per_s"] = _tokens_per_s(run_dir)
-    return row
-
-
-def write_summary(rows: Sequence[dict[str, Any]], out_dir: str,
-                  fields: Sequence[str] = SUMMARY_FIELDS) -> str:
-    path = os.path.join(out_dir, SUMMARY_FILE)
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: _csv_value(row.get(k, "")) for k in fields})
-    return path
-
-
-def _csv_value(value: Any) -> Any:
-    if isinstance(value, float):
-        return f"{value:.6g}" if math.isfinite(value) else str(value)
-    return value
-
-
-def write_report(rows: Sequence[dict[str, Any]], out_dir: str, x: str = "step") -> list[str]:
-    """summary.csv plus the sweep plots (curves against `x`: step, tokens or time); returns the
-    paths written."""
-    from minillm_jax.plotting import plot_sweep
-
-    os.makedirs(out_dir, exist_ok=True)
-    return [write_summary(rows, out_dir), *plot_sweep(rows, out_dir, x=x)]
-
-
-def write_ablation_report(rows: Sequence[dict[str, Any]], out_dir: str,
-                          planned: Mapping[str, Sequence[int]],
-                          baseline: str) -> tuple[list[str], str]:
-    """A multi-seed sweep's summary.csv, ablation.csv/.md and plots; returns (paths, Markdown).
-
-    `planned`: variant -> its seeds, in table order. Statistics come from minillm_jax.ablation
-    on the runs' metrics.jsonl. A planned seed without metrics (pending, or failed before its
-    first log) enters the table as unfinished, so the seeds column (finished/planned) shows it
-    instead of it silently vanishing; seed directories outside the plan (left by an earlier,
-    larger sweep into the same --out) are not counted, so the table matches summary.csv.
-    """
-    from minillm_jax import ablation
-
-    os.makedirs(out_dir, exist_ok=True)
-    logged = ablation.load_runs(out_dir, list(planned))
-    logged = {v: {k: recs for k, recs in by_seed.items() if k in planned[v]}
-              for v, by_seed in logged.items()}
-    table_runs = {v: {k: logged.get(v, {}).get(k, []) for k in seeds}
-                  for v, seeds in planned.items()}
-    table = ablation.ablation_table(table_runs, baseline)
-    markdown = ablation.format_markdown(table)
-    return [write_summary(rows, out_dir, SEED_SUMMARY_FIELDS),
-            ablation.write_csv(table, os.path.join(out_dir, ABLATION_CSV)),
-            _write_text(os.path.join(out_dir, ABLATION_MD), markdown + "\n"),
-            *ablation.plot_ablation({v: r for v, r in logged.items() if r}, out_dir,
-                                    baseline)], markdown
-
-
-def _write_text(path: str, text: str) -> str:
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
-    return path
-
-
-def format_table(rows: Sequence[dict[str, Any]]) -> str:
-    """A Markdown table of the summary's main columns."""
-    cols = [("name", "{}"), ("n_layer", "{}"), ("n_embd", "{}"), ("n_head", "{}"),
-            ("params", "{:,}"), ("steps", "{}"), ("tokens", "{:,}"), ("val_loss", "{:.4f}"),
-            ("val_perplexity", "{:.2f}"), ("val_acc", "{:.4f}"), ("predicted_loss", "{:.3f}"),
-            ("train_time_s", "{:.1f}"), ("status", "{}")]
-    lines = ["| " + " | ".join(c for c, _ in cols) + " |",
-             "|" + "|".join("---" for _ in cols) + "|"]
-    for row in rows:
-        cells = []
-        for col, fmt in cols:
-            value = row.get(col, "")
-            cells.append(fmt.format(value) if value != "" else "")
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+from minillm_jax.runs import (CONFIG_FILE, RESULT_FILE, format_table, is_finished, read_run,
+                              summary_row, write_json)
+from minillm_jax.sweep_file import (SweepError, check_sweep, load_sweep, resolve_ablation,
+                                    variant_config)
+
+__all__ = ["SweepError", "check_sweep", "load_sweep", "read_run", "is_finished", "run_sweep",
+           "dry_run", "variant_config", "resolve_ablation", "main"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -512,7 +150,7 @@ def _train_one(run: PlannedRun, train_fn: Callable[..., dict[str, Any]], prefix:
     log(f"{prefix} {run.name}: training in {run.run_dir}")
     os.makedirs(run.run_dir, exist_ok=True)
     resolved = config_lib.build_config(run.config, run.name).to_dict()
-    _write_json(os.path.join(run.run_dir, CONFIG_FILE), resolved)
+    write_json(os.path.join(run.run_dir, CONFIG_FILE), resolved)
     try:
         result = train_fn(run.config, run.name)
     except Exception as err:  # noqa: BLE001 - one bad variant must not end the sweep
@@ -521,7 +159,7 @@ def _train_one(run: PlannedRun, train_fn: Callable[..., dict[str, Any]], prefix:
             "continuing (rerun the sweep to retry it)")
         return summary_row(run.name, resolved, None, run.run_dir, "failed",
                            f"{type(err).__name__}: {err}")
-    _write_json(os.path.join(run.run_dir, RESULT_FILE), dict(result))
+    write_json(os.path.join(run.run_dir, RESULT_FILE), dict(result))
     return read_run(run.run_dir, run.name)
 
 
@@ -571,11 +209,15 @@ def _report(rows: list[dict[str, Any]], runs: Sequence[PlannedRun], sweep: dict[
             log: Callable[[str], None]) -> None:
     """Writes the plain sweep report, or with seeds the ablation report (and logs its table)."""
     if seeds is None:
+        from minillm_jax.plotting import write_report
+
         log("wrote " + ", ".join(write_report(rows, out)))
         return
     for row, run in zip(rows, runs):
         row.update(variant=run.variant, seed=run.seed)
     planned = {v["name"]: list(range(seeds)) for v in sweep["variants"]}
+    from minillm_jax.ablation import write_report as write_ablation_report
+
     paths, markdown = write_ablation_report(rows, out, planned, baseline)
     log("wrote " + ", ".join(paths))
     log(markdown)
