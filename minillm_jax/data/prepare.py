@@ -42,25 +42,23 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import contextlib
-import dataclasses
 import datetime
 import fcntl
 import json
-import math
 import multiprocessing
 import os
 import signal
 import sys
 import time
-from collections import deque
-from concurrent.futures.process import BrokenProcessPool
 from typing import Any, Iterator
 
 import numpy as np
 
 from minillm_jax.data import DataError
 from minillm_jax.data import format as fmt
-from minillm_jax.data.sources import LocalSource, ShakespeareSource, set_name_of
+from minillm_jax.data.plans import Plan, hub_plan, local_plan, split_ranks
+from minillm_jax.data.sources import LocalSource, ShakespeareSource
+from minillm_jax.data.writer import Encoded, Progress, Writer, fsync_write, tmp_path
 from minillm_jax.tokenizer import EOT_TOKEN, GPT2_TIKTOKEN_SHA256, get_tokenizer
 
 DATASETS = ("slimpajama", "shakespeare", "shakespeare-dev", "text")
@@ -68,15 +66,10 @@ DEFAULT_VAL_FRACTION = {"slimpajama": 0.0005, "text": 0.0005, "shakespeare": 0.0
                         "shakespeare-dev": 0.05}
 VENDORED = ("shakespeare", "shakespeare-dev")
 SPLIT_SEED = 2357
-HUB_DATASET = "DKYoon/SlimPajama-6B"
 TOKENIZER = "gpt2"
 GROUP_CHARS = 1 << 20  # characters of text per tokenizer task
 AUTO_PARALLEL_BYTES = 64 << 20  # below this source size, tokenize in-process (pool start-up ~1 s)
 _UINT16_MAX = int(np.iinfo(np.uint16).max)
-
-# An item of the document stream: (split, val rank or None, text or None if skipped, set name).
-Item = tuple[str, "int | None", "str | None", str]
-
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
@@ -98,7 +91,7 @@ def _init_worker() -> None:
     get_tokenizer(TOKENIZER)
 
 
-def _encode_group(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+def _encode_group(texts: list[str]) -> Encoded:
     """Tokens of `texts`, each followed by EOT, as one uint16 array; per-document token counts
     (EOT included) and UTF-8 byte counts; the number of documents whose lone surrogates were
     replaced."""
@@ -139,163 +132,7 @@ class _InlineExecutor:
 
 
 # ---------------------------------------------------------------------------------------------
-# Bookkeeping
-
-
-@dataclasses.dataclass
-class _SplitStats:
-    tokens: int = 0
-    bytes: int = 0
-    documents: int = 0
-    empty_documents: int = 0
-    sources: dict[str, dict[str, int]] = dataclasses.field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"tokens": self.tokens, "bytes": self.bytes, "documents": self.documents,
-                "empty_documents": self.empty_documents,
-                "sources": {k: self.sources[k] for k in sorted(self.sources)}}
-
-
-@dataclasses.dataclass
-class _Group:
-    split: str
-    texts: list[str] = dataclasses.field(default_factory=list)
-    names: list[str] = dataclasses.field(default_factory=list)
-    ranks: list[int] = dataclasses.field(default_factory=list)
-    chars: int = 0
-
-
-class _Progress:
-    """One status line on stderr: documents, MB, MB/s, ETA (redrawn on a TTY, else every 30 s)."""
-
-    def __init__(self, label: str, total: int, enabled: bool):
-        self.label, self.total, self.enabled = label, total, enabled
-        self.tty = enabled and sys.stderr.isatty()
-        self.interval = 0.5 if self.tty else 30.0
-        self.start = self.last = time.perf_counter()
-        self.docs = self.bytes = 0
-
-    def update(self, docs: int, nbytes: int) -> None:
-        self.docs, self.bytes = docs, nbytes
-        now = time.perf_counter()
-        if self.enabled and now - self.last >= self.interval:
-            self.last = now
-            self._draw(now)
-
-    def _draw(self, now: float) -> None:
-        dt = max(now - self.start, 1e-9)
-        pct = 100.0 * self.docs / max(self.total, 1)
-        rate = self.docs / dt
-        eta = (self.total - self.docs) / rate if rate > 0 else float("nan")
-        eta_s = str(datetime.timedelta(seconds=int(eta))) if math.isfinite(eta) else "?"
-        line = (f"{self.label}: {self.docs:,}/{self.total:,} docs ({pct:.1f}%) | "
-                f"{self.bytes / 1e6:,.1f} MB | {self.bytes / 1e6 / dt:.1f} MB/s | ETA {eta_s}")
-        sys.stderr.write(("\r" + line + "\x1b[K") if self.tty else (line + "\n"))
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.enabled:
-            self._draw(time.perf_counter())
-            if self.tty:
-                sys.stderr.write("\n")
-                sys.stderr.flush()
-
-
-# ---------------------------------------------------------------------------------------------
-# Sources -> document streams
-
-
-@dataclasses.dataclass
-class _Plan:
-    items: Iterator[Item]
-    total: int
-    description: str
-    split: dict[str, Any]
-    nbytes: int | None
-    read_stats: Any
-
-
-def _split_ranks(n: int, val_fraction: float, seed: int) -> tuple[np.ndarray, int]:
-    """rank_of[i] = position of record i in the val split, or -1 for train."""
-    n_val = min(max(1, math.ceil(val_fraction * n)), n - 1)  # same expression as datasets
-    perm = np.random.default_rng(seed).permutation(n)
-    rank_of = np.full(n, -1, np.int64)
-    rank_of[perm[:n_val]] = np.arange(n_val)
-    return rank_of, n_val
-
-
-def _local_plan(src: LocalSource | ShakespeareSource, val_fraction: float, seed: int) -> _Plan:
-    n = src.count()
-    if n == 0:
-        raise DataError(f"{src.describe()} holds no documents")
-    if n < 2:
-        raise DataError(f"{src.describe()} holds only 1 document; need at least 2 "
-                        "(one for train, one for val)")
-    rank_of, n_val = _split_ranks(n, val_fraction, seed)
-
-    def items() -> Iterator[Item]:
-        count = 0
-        for text, name in src.records():
-            if count >= n:
-                count += 1
-                break
-            rank = int(rank_of[count])
-            count += 1
-            yield ("val", rank, text, name) if rank >= 0 else ("train", None, text, name)
-        if count != n:
-            raise DataError(f"{src.describe()} changed while it was read "
-                            f"({n} records counted, {'more' if count > n else count} read)")
-
-    split = {"method": "seeded permutation of records, datasets.train_test_split semantics: "
-                       "val = default_rng(seed).permutation(n)[:ceil(val_fraction*n)], written in "
-                       "permutation order; train written in source order",
-             "split_seed": seed, "val_fraction": val_fraction, "records": n, "val_records": n_val}
-    return _Plan(items(), n, src.describe(), split, getattr(src, "nbytes", None), src.stats)
-
-
-def _hub_plan(val_fraction: float, seed: int, num_proc: int) -> _Plan:
-    try:
-        import datasets
-    except ImportError:
-        raise DataError(
-            f"--dataset slimpajama without --source reads {HUB_DATASET} from the Hugging Face hub "
-            "and needs the `datasets` package: pip install 'minillm-jax[data]', or pass --source "
-            "with local .parquet/.jsonl/.jsonl.zst/.txt files") from None
-    _log(f"loading {HUB_DATASET} with datasets (about 14 GB download on first use) ...")
-    try:
-        dataset = datasets.load_dataset(HUB_DATASET, num_proc=num_proc)
-        split = dataset["train"].train_test_split(test_size=val_fraction, seed=seed, shuffle=True)
-    except Exception as err:  # offline: ConnectionError, LocalEntryNotFoundError, OfflineModeIsEnabled...
-        first = (str(err).strip().splitlines() or [""])[0][:300]
-        raise DataError(f"could not load {HUB_DATASET} from the hub ({type(err).__name__}: {first}); "
-                        "check network access, or pass --source with local files") from None
-    val_ds, train_ds = split["test"], split["train"]
-
-    def items() -> Iterator[Item]:
-        for name, ds in (("val", val_ds), ("train", train_ds)):
-            rank = 0
-            for batch in ds.iter(batch_size=1000):
-                texts = batch["text"]
-                metas = batch.get("meta") or [None] * len(texts)
-                for text, meta in zip(texts, metas):
-                    yield (name, rank if name == "val" else None, "" if text is None else text,
-                           set_name_of(meta, "unknown"))
-                    rank += 1
-
-    info = {"method": f"{HUB_DATASET}['train'].train_test_split(test_size={val_fraction}, "
-                      f"seed={seed}, shuffle=True); 'test' -> val (llm-baselines)",
-            "split_seed": seed, "val_fraction": val_fraction, "records": len(val_ds) + len(train_ds),
-            "val_records": len(val_ds)}
-    return _Plan(items(), len(val_ds) + len(train_ds),
-                 f"hub {HUB_DATASET} (datasets {datasets.__version__})", info, None, None)
-
-
-# ---------------------------------------------------------------------------------------------
 # The run
-
-
-def _tmp(out_dir: str, name: str) -> str:
-    return os.path.join(out_dir, f".{name}.tmp-{os.getpid()}")
 
 
 def _clear(out_dir: str) -> None:
@@ -321,97 +158,6 @@ def _dir_lock(out_dir: str) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _fsync_write(path: str, write) -> None:
-    with open(path, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-
-
-class _Writer:
-    """Consumes the document stream: groups documents, tokenizes groups (in order), writes."""
-
-    def __init__(self, plan: _Plan, out_dir: str, executor: Any, max_inflight: int,
-                 group_chars: int, progress: _Progress):
-        self.plan, self.out_dir, self.executor = plan, out_dir, executor
-        self.max_inflight, self.group_chars, self.progress = max_inflight, group_chars, progress
-        self.stats = {"train": _SplitStats(), "val": _SplitStats()}
-        self.pending = {"train": _Group("train"), "val": _Group("val")}
-        self.inflight: deque[tuple[_Group, cf.Future]] = deque()
-        self.val_pieces: list[tuple[int, np.ndarray]] = []
-        self.fixed = self.records = self.done_bytes = 0
-        self.train_file = open(_tmp(out_dir, fmt.TRAIN_FILE), "wb")
-
-    def run(self) -> None:
-        for split, rank, text, name in self.plan.items:
-            self.records += 1
-            if text is None:  # malformed record skipped with --skip-bad (counted by the reader)
-                continue
-            if not text or text.isspace():
-                self.stats[split].empty_documents += 1
-                continue
-            group = self.pending[split]
-            group.texts.append(text)
-            group.names.append(name)
-            if rank is not None:
-                group.ranks.append(rank)
-            group.chars += len(text)
-            if group.chars >= self.group_chars:
-                self._submit(split)
-        for split in ("train", "val"):
-            self._submit(split)
-        while self.inflight:
-            self._drain_one()
-        self.progress.update(self.records, self.done_bytes)
-
-    def _submit(self, split: str) -> None:
-        group = self.pending[split]
-        if not group.texts:
-            return
-        self.pending[split] = _Group(split)
-        while len(self.inflight) >= self.max_inflight:
-            self._drain_one()
-        self.inflight.append((group, self.executor.submit(_encode_group, group.texts)))
-        group.texts = []  # the task holds its own copy (pickled) or is done (inline)
-
-    def _drain_one(self) -> None:
-        group, future = self.inflight.popleft()
-        try:
-            tokens, lengths, nbytes, fixed = future.result()
-        except BrokenProcessPool as err:
-            raise DataError(f"a tokenizer worker process died ({err}); retry with a smaller "
-                            "--num-proc") from None
-        self.fixed += fixed
-        stats = self.stats[group.split]
-        stats.tokens += int(tokens.size)
-        stats.bytes += int(nbytes.sum())
-        stats.documents += len(lengths)
-        self.done_bytes += int(nbytes.sum())
-        for name, n_tok, n_bytes in zip(group.names, lengths.tolist(), nbytes.tolist()):
-            src = stats.sources.setdefault(name, {"documents": 0, "tokens": 0, "bytes": 0})
-            src["documents"] += 1
-            src["tokens"] += n_tok
-            src["bytes"] += n_bytes
-        if group.split == "train":
-            tokens.tofile(self.train_file)
-        else:
-            bounds = np.cumsum(lengths)[:-1]
-            self.val_pieces += zip(group.ranks, np.split(tokens, bounds))
-        self.progress.update(self.records, self.done_bytes)
-
-    def finish_files(self) -> None:
-        self.train_file.flush()
-        os.fsync(self.train_file.fileno())
-        self.train_file.close()
-        self.val_pieces.sort(key=lambda piece: piece[0])
-        _fsync_write(_tmp(self.out_dir, fmt.VAL_FILE),
-                     lambda f: [piece.tofile(f) for _, piece in self.val_pieces])
-
-    def close(self) -> None:
-        if not self.train_file.closed:
-            self.train_file.close()
 
 
 def prepare_dataset(dataset: str, out_dir: str, *, source: str | None = None,
@@ -451,16 +197,16 @@ def prepare_dataset(dataset: str, out_dir: str, *, source: str | None = None,
         _clear(out_dir)
         start = time.perf_counter()
         if dataset == "shakespeare":
-            plan = _local_plan(ShakespeareSource(), val_fraction, split_seed)
+            plan = local_plan(ShakespeareSource(), val_fraction, split_seed)
         elif dataset == "shakespeare-dev":
-            plan = _local_plan(_training_plays(split_seed), val_fraction, split_seed)
+            plan = local_plan(_training_plays(split_seed), val_fraction, split_seed)
         elif source:
             local = LocalSource(source, default_set="unknown" if dataset == "slimpajama" else "text",
                                 skip_bad=skip_bad, text_field=text_field)
             _warn_mixed_splits(local.files)
-            plan = _local_plan(local, val_fraction, split_seed)
+            plan = local_plan(local, val_fraction, split_seed)
         else:
-            plan = _hub_plan(val_fraction, split_seed, num_proc or _cpu_count())
+            plan = hub_plan(val_fraction, split_seed, num_proc or _cpu_count())
         if num_proc is None:
             num_proc = 1 if plan.nbytes is not None and plan.nbytes < AUTO_PARALLEL_BYTES else _cpu_count()
         if num_proc > 1:
@@ -468,11 +214,12 @@ def prepare_dataset(dataset: str, out_dir: str, *, source: str | None = None,
                 num_proc, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker)
         else:
             executor = _InlineExecutor()
-        bar = _Progress(f"tokenizing {dataset}", plan.total, progress)
+        bar = Progress(f"tokenizing {dataset}", plan.total, progress)
         writer = None
         try:
             try:
-                writer = _Writer(plan, out_dir, executor, 2 * num_proc, group_chars, bar)
+                writer = Writer(plan, out_dir, executor, 2 * num_proc, group_chars, bar,
+                                encode=_encode_group)  # looked up now: tests replace it
                 writer.run()
             finally:
                 executor.shutdown(wait=True, cancel_futures=True)
@@ -501,10 +248,10 @@ def _warn_mixed_splits(files: list[str]) -> None:
 def _clear_tmp(out_dir: str) -> None:
     for name in (fmt.TRAIN_FILE, fmt.VAL_FILE, fmt.META_FILE):
         with contextlib.suppress(FileNotFoundError):
-            os.remove(_tmp(out_dir, name))
+            os.remove(tmp_path(out_dir, name))
 
 
-def _finish(dataset: str, out_dir: str, plan: _Plan, writer: _Writer, num_proc: int,
+def _finish(dataset: str, out_dir: str, plan: Plan, writer: Writer, num_proc: int,
             seconds: float) -> dict[str, Any]:
     train, val = writer.stats["train"], writer.stats["val"]
     bad = plan.read_stats.bad_records if plan.read_stats else 0
@@ -538,11 +285,11 @@ def _finish(dataset: str, out_dir: str, plan: _Plan, writer: _Writer, num_proc: 
                     "num_proc": num_proc,
                     "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")},
     }
-    os.replace(_tmp(out_dir, fmt.TRAIN_FILE), os.path.join(out_dir, fmt.TRAIN_FILE))
-    os.replace(_tmp(out_dir, fmt.VAL_FILE), os.path.join(out_dir, fmt.VAL_FILE))
+    os.replace(tmp_path(out_dir, fmt.TRAIN_FILE), os.path.join(out_dir, fmt.TRAIN_FILE))
+    os.replace(tmp_path(out_dir, fmt.VAL_FILE), os.path.join(out_dir, fmt.VAL_FILE))
     text = json.dumps(meta, indent=2) + "\n"
-    _fsync_write(_tmp(out_dir, fmt.META_FILE), lambda f: f.write(text.encode("utf-8")))
-    os.replace(_tmp(out_dir, fmt.META_FILE), os.path.join(out_dir, fmt.META_FILE))
+    fsync_write(tmp_path(out_dir, fmt.META_FILE), lambda f: f.write(text.encode("utf-8")))
+    os.replace(tmp_path(out_dir, fmt.META_FILE), os.path.join(out_dir, fmt.META_FILE))
     with contextlib.suppress(OSError):  # make the renames durable
         fd = os.open(out_dir, os.O_RDONLY)
         try:
@@ -561,7 +308,7 @@ def _finish(dataset: str, out_dir: str, plan: _Plan, writer: _Writer, num_proc: 
 def _training_plays(split_seed: int) -> ShakespeareSource:
     """The vendored corpus without the validation plays of `--dataset shakespeare`."""
     source = ShakespeareSource()
-    rank_of, _ = _split_ranks(source.count(), DEFAULT_VAL_FRACTION["shakespeare"], split_seed)
+    rank_of, _ = split_ranks(source.count(), DEFAULT_VAL_FRACTION["shakespeare"], split_seed)
     source.keep([name for name, rank in zip(source.names, rank_of) if rank < 0])
     return source
 
