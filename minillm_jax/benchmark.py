@@ -28,7 +28,7 @@ import numpy as np
 
 import ml_collections
 
-from minillm_jax.cli import parse_config_args
+from minillm_jax.cli import parse_config_args, run_command
 from minillm_jax.config import ConfigError, TrainConfig, build_config
 
 # Dense bf16 peak FLOP/s per chip (vendor datasheets, no sparsity).
@@ -164,22 +164,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, c, _ = parse_config_args(parser, argv)
     if args.steps < 1 or args.warmup < 0:
         parser.error(f"--steps must be >= 1 and --warmup >= 0 (got {args.steps}, {args.warmup})")
-    try:
-        r = benchmark(c, steps=args.steps, warmup=args.warmup)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _print_benchmark(c, args.steps, args.warmup), ConfigError)
+
+
+def _print_benchmark(c: ml_collections.ConfigDict, steps: int, warmup: int) -> None:
+    r = benchmark(c, steps=steps, warmup=warmup)
     print(f"model {c.model} L{c.n_layer} C{c.n_embd} H{c.n_head} T{c.sequence_length} "
           f"batch {c.batch_size}x{c.acc_steps} {c.compute_dtype} on {r['devices']} device(s)")
     print(f"parameters        {r['params']:,}")
     print(f"FLOPs per token   {r['flops_per_token']:.4g}")
     print(f"compile time      {r['compile_s']:.1f} s")
-    print(f"step time         {1000 * r['step_time_s']:.1f} ms (median of {args.steps})")
+    print(f"step time         {1000 * r['step_time_s']:.1f} ms (median of {steps})")
     print(f"tokens/s          {r['tokens_per_s']:,.0f}")
     print(f"peak              {r['peak_flops_per_device'] / 1e12:.3f} TFLOP/s per device "
           f"({r['peak_source']})")
     print(f"MFU               {100 * r['mfu']:.1f}%")
-    return 0
 
 
 if __name__ == "__main__":

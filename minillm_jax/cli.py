@@ -19,6 +19,10 @@ A tool with positional arguments should use the `=` form (argparse would take th
 as a positional). A missing or unreadable --config file, an override ml_collections rejects
 (unknown field, value of the wrong type) or any other unknown argument is `parser.error`: usage
 and one `error:` line on stderr, exit status 2, no traceback.
+
+The other half every command shares is `run_command`: the command's work runs inside it, and an
+error the command expects (bad config, data, checkpoint, ...) becomes one `error:` line and an
+exit status instead of a traceback.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from typing import NoReturn, Sequence
+import sys
+from typing import Any, Callable, Mapping, NoReturn, Sequence
 
 import ml_collections
 
@@ -130,3 +135,28 @@ def _error(parser: argparse.ArgumentParser, message: str) -> NoReturn:
     if any(line.startswith(_TRACEBACK) for line in lines):
         lines = [lines[0], lines[-1]]
     parser.error(" ".join(lines))
+
+
+def run_command(work: Callable[[], Any],
+                errors: type[BaseException] | tuple[type[BaseException], ...]
+                | Mapping[type[BaseException], int],
+                interrupted: str = "") -> int:
+    """Runs a command's work and returns its exit status: the int it returns, else 0.
+
+    `errors`: the exception types the command expects, each turned into one `error: <message>`
+    line on stderr and exit status 2, or a {type: status} mapping for other statuses. With
+    `interrupted`, Ctrl-C prints that line and gives 130 instead of a traceback.
+    """
+    codes = errors if isinstance(errors, Mapping) else dict.fromkeys(
+        errors if isinstance(errors, tuple) else (errors,), 2)
+    try:
+        status = work()
+    except tuple(codes) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return next(code for kind, code in codes.items() if isinstance(err, kind))
+    except KeyboardInterrupt:
+        if not interrupted:
+            raise
+        print(interrupted, file=sys.stderr)
+        return 130
+    return status if isinstance(status, int) else 0

@@ -62,14 +62,14 @@ def main(argv: list[str] | None = None) -> int:
     from minillm_jax.data import DataError
     from minillm_jax.evaluator import format_eval
 
-    try:
+    from minillm_jax.cli import run_command
+
+    def work() -> None:
         result = evaluate(args.workdir, args.step, args.data, args.batch_size, args.max_batches)
-    except (CheckpointError, ConfigError, DataError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    print(f"step {result['step']} | {format_eval(result)}")
-    print(json.dumps(result))
-    return 0
+        print(f"step {result['step']} | {format_eval(result)}")
+        print(json.dumps(result))
+
+    return run_command(work, (CheckpointError, ConfigError, DataError))
 
 
 if __name__ == "__main__":

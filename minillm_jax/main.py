@@ -12,7 +12,7 @@ import argparse
 import sys
 from typing import Sequence
 
-from minillm_jax.cli import parse_config_args
+from minillm_jax.cli import parse_config_args, run_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -27,12 +27,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from minillm_jax.data import DataError
     from minillm_jax.trainer import TrainingError, train
 
-    try:
-        train(config, name=name)
-    except (CheckpointError, ConfigError, DataError, TrainingError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: train(config, name=name),
+                       (CheckpointError, ConfigError, DataError, TrainingError))
 
 
 if __name__ == "__main__":

@@ -36,23 +36,23 @@ def main(argv: list[str] | None = None) -> int:
     from minillm_jax.model import build_model
     from minillm_jax.generation import generate
 
-    try:
+    from minillm_jax.cli import run_command
+
+    def work() -> None:
         config, params, step = checkpointing.load_params(args.workdir, args.step)
-    except checkpointing.CheckpointError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    if args.top_k > config.model.vocab_size:
-        parser.error(f"--top-k {args.top_k} is larger than the vocabulary "
-                     f"({config.model.vocab_size})")
-    model = build_model(config.model)
-    print(f"# {rundir.step_dir(args.workdir, step)}", file=sys.stderr)
-    for i in range(args.num_samples):
-        if i:
-            print("-" * 40)
-        print(generate(model, params, args.prompt, max_new_tokens=args.max_new_tokens,
-                       temperature=args.temperature, top_k=args.top_k, seed=args.seed + i),
-              flush=True)
-    return 0
+        if args.top_k > config.model.vocab_size:
+            parser.error(f"--top-k {args.top_k} is larger than the vocabulary "
+                         f"({config.model.vocab_size})")
+        model = build_model(config.model)
+        print(f"# {rundir.step_dir(args.workdir, step)}", file=sys.stderr)
+        for i in range(args.num_samples):
+            if i:
+                print("-" * 40)
+            print(generate(model, params, args.prompt, max_new_tokens=args.max_new_tokens,
+                           temperature=args.temperature, top_k=args.top_k, seed=args.seed + i),
+                  flush=True)
+
+    return run_command(work, checkpointing.CheckpointError)
 
 
 if __name__ == "__main__":

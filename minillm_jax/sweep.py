@@ -44,6 +44,7 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
+from minillm_jax.cli import run_command
 from minillm_jax.runs import (CONFIG_FILE, RESULT_FILE, format_table, is_finished, read_run,
                               summary_row, write_json)
 from minillm_jax.sweep_file import (SweepError, check_sweep, load_sweep, resolve_ablation,
@@ -273,18 +274,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.out or os.path.join("runs", "sweeps", Path(args.sweep).stem)
     only = [n.strip() for n in args.only.split(",") if n.strip()] or None
-    try:
-        sweep = load_sweep(args.sweep)
-        if args.dry_run:
-            print("\n".join(dry_run(sweep, out, only, args.budget_minutes, args.seeds,
-                                    args.baseline)))
-            return 0
-        seeds, _ = resolve_ablation(sweep, args.seeds, args.baseline)
-        rows = run_sweep(sweep, out, only=only, budget_minutes=args.budget_minutes,
-                         seeds=args.seeds, baseline=args.baseline)
-    except SweepError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return run_command(lambda: _run_main(args, out, only), SweepError)
+
+
+def _run_main(args: argparse.Namespace, out: str, only: list[str] | None) -> int:
+    sweep = load_sweep(args.sweep)
+    if args.dry_run:
+        print("\n".join(dry_run(sweep, out, only, args.budget_minutes, args.seeds,
+                                args.baseline)))
+        return 0
+    seeds, _ = resolve_ablation(sweep, args.seeds, args.baseline)
+    rows = run_sweep(sweep, out, only=only, budget_minutes=args.budget_minutes,
+                     seeds=args.seeds, baseline=args.baseline)
     if seeds is None:  # a multi-seed sweep has printed its ablation table instead
         print(format_table(rows))
     failed = [r["name"] for r in rows if r["status"] == "failed"]

@@ -176,3 +176,41 @@ def test_benchmark_refuses_no_timed_steps(capsys):
         benchmark.main(["--config", str(REPO / "configs" / "demo.py"), "--steps", "0"])
     assert exit_info.value.code == 2
     assert "--steps must be >= 1" in capsys.readouterr().err.splitlines()[-1]
+
+
+def test_run_command_turns_expected_errors_into_one_line(capsys):
+    from minillm_jax.cli import run_command
+
+    class BadInput(ValueError):
+        pass
+
+    def fails(kind):
+        def work():
+            raise kind("the field x=3 must be < 2")
+        return work
+
+    assert run_command(lambda: None, BadInput) == 0
+    assert run_command(lambda: 1, BadInput) == 1
+    assert run_command(lambda: {"val_loss": 3.0}, BadInput) == 0
+    assert run_command(fails(BadInput), BadInput) == 2
+    assert capsys.readouterr().err == "error: the field x=3 must be < 2\n"
+    assert run_command(fails(OSError), {BadInput: 2, OSError: 1}) == 1
+    assert capsys.readouterr().err == "error: the field x=3 must be < 2\n"
+    with pytest.raises(KeyError):  # an unexpected error is a bug: its traceback stays
+        run_command(fails(KeyError), (BadInput, OSError))
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    assert run_command(interrupted, BadInput, interrupted="stopped: nothing written") == 130
+    assert capsys.readouterr().err == "stopped: nothing written\n"
+    with pytest.raises(KeyboardInterrupt):
+        run_command(interrupted, BadInput)
+
+
+def test_every_command_reports_errors_through_run_command():
+    """One way to end a command on an expected error: no module prints its own `error:` line."""
+    package = REPO / "minillm_jax"
+    offenders = [str(p.relative_to(REPO)) for p in package.rglob("*.py")
+                 if p.name != "cli.py" and 'print(f"error:' in p.read_text()]
+    assert offenders == []

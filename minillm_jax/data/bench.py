@@ -83,12 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--skip-prepare", action="store_true")
     args = p.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the loader needs no accelerator
-    try:
-        run(args)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    from minillm_jax.cli import run_command
+
+    return run_command(lambda: run(args), DataError)
 
 
 if __name__ == "__main__":

@@ -355,23 +355,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from minillm_jax.cli import run_command
+
     args = _parser().parse_args(argv)
-    try:
+
+    def work() -> None:
         prepare_dataset(args.dataset, args.out, source=args.source, num_proc=args.num_proc,
                         val_fraction=args.val_fraction, split_seed=args.split_seed,
                         skip_bad=args.skip_bad, force=args.force, progress=not args.no_progress,
                         text_field=args.text_field)
-    except DataError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:  # disk full, permissions: one line as well
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: no finished output was written (temporary files removed)",
-              file=sys.stderr)
-        return 130
-    return 0
+
+    # OSError (disk full, permissions) is one line as well, with its own status.
+    return run_command(work, {DataError: 2, OSError: 1},
+                       interrupted="interrupted: no finished output was written "
+                                   "(temporary files removed)")
 
 
 if __name__ == "__main__":

@@ -76,14 +76,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="unpickle non-tensor content (only for files you trust)")
     args = parser.parse_args(argv)
 
+    from minillm_jax.cli import run_command
     from minillm_jax.export import ConversionError
 
-    try:
-        run(args)
-    except ConversionError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: run(args), ConversionError)
 
 
 if __name__ == "__main__":

@@ -111,19 +111,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         specs = [(spec, *_parse(spec)) for spec in args.opts.split(",")]
     except ValueError:
         parser.error(f"--opts {args.opts!r}: expected comma-separated opt[:field=value...]")
-    if not args.skip_bytes:
-        state_bytes_table()
-    print(f"small GPT, {args.steps} steps (mean train loss of the last 20 steps; floor 0.947):")
-    for spec, opt, overrides in specs:
-        t0 = time.perf_counter()
-        try:
-            first, last = loss_curve(opt, args.steps, **overrides)
-        except ConfigError as err:
-            print(f"error: {spec}: {err}", file=sys.stderr)
-            return 2
-        print(f"  {spec:45s} loss {first:.4f} -> {last:.4f} ({time.perf_counter() - t0:.0f}s)",
-              flush=True)
-    return 0
+    from minillm_jax.cli import run_command
+
+    def work() -> None:
+        if not args.skip_bytes:
+            state_bytes_table()
+        print(f"small GPT, {args.steps} steps (mean train loss of the last 20 steps; "
+              "floor 0.947):")
+        for spec, opt, overrides in specs:
+            t0 = time.perf_counter()
+            try:
+                first, last = loss_curve(opt, args.steps, **overrides)
+            except ConfigError as err:
+                raise ConfigError(f"{spec}: {err}") from None
+            print(f"  {spec:45s} loss {first:.4f} -> {last:.4f} "
+                  f"({time.perf_counter() - t0:.0f}s)", flush=True)
+
+    return run_command(work, ConfigError)
 
 
 if __name__ == "__main__":
