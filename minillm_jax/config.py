@@ -40,6 +40,9 @@ ATTENTION_IMPLS = ("auto", "xla", "cudnn")
 # "" was "let JAX choose", which is JAX's XLA path: checkpoints of runs that said "" restore.
 ATTENTION_ALIASES = {"": "xla"}
 REMAT_POLICIES = ("none", "full", "save_dots")
+# The block types config.block_pattern may name; model.py maps each to its module (a test checks
+# that the two agree), so checking a config needs no model code.
+SUBLAYER_KINDS = ("attn", "mlp", "moe")
 OPTIMIZERS = ("adamw", "sgd", "sfadamw", "lion", "muon", "adamw8bit")
 SCHEDULERS = ("cos", "linear", "constant", "sgdr", "wsd", "plateau")
 SCHEDULER_ALIASES = {"none": "constant"}
@@ -206,9 +209,7 @@ class ModelConfig:
         if self.attention_dropout == -1.0:  # "same as dropout", as in llm-baselines
             _resolve(self, "attention_dropout", self.dropout)
         _in_range(self, "attention_dropout", 0.0, 1.0)
-        from minillm_jax.model import sublayer_kinds  # the model's registry of block types
-
-        known, kinds = sublayer_kinds(), self.sublayer_kinds
+        known, kinds = SUBLAYER_KINDS, self.sublayer_kinds
         if not kinds or any(k not in known for k in kinds):
             raise ConfigError(
                 f"config.block_pattern={self.block_pattern!r} must be a comma-separated list of "
@@ -503,8 +504,6 @@ def build_config(source: ml_collections.ConfigDict | Mapping[str, Any] | TrainCo
 
 def _check_across_parts(config: TrainConfig) -> None:
     """Checks that involve fields of several parts."""
-    from minillm_jax.optim.schedules import check_schedule
-
     try:
         check_schedule(config.optim, config.run.iterations)
     except ValueError as err:
@@ -555,3 +554,47 @@ def check_sequence_fits(model: ModelConfig, seq_len: int) -> None:
             f"sequence of length {seq_len} is longer than sequence_length="
             f"{model.sequence_length} (config.sequence_length, the position/RoPE table): "
             "shorten the input or raise sequence_length")
+
+
+# ------------------------------------------------------------------------------------------------
+# Schedule arithmetic the checks need
+
+MAX_SGDR_CYCLES = 1000
+
+
+def sgdr_cycles(total_steps: int, first_cycle: float, cycle_mult: float = 1.0,
+                max_cycles: int = MAX_SGDR_CYCLES) -> list[int]:
+    """Lengths of the SGDR cycles covering total_steps (the last one cut to end at total_steps).
+
+    first_cycle < 1 is a fraction of total_steps, >= 1 a number of steps.
+    """
+    if first_cycle <= 0:
+        raise ValueError(f"sgdr_first_cycle={first_cycle} must be positive")
+    if cycle_mult < 1.0:
+        raise ValueError(f"sgdr_cycle_mult={cycle_mult} must be >= 1")
+    t0 = first_cycle * total_steps if first_cycle < 1 else first_cycle
+    lengths, start = [], 0
+    while start < total_steps:
+        if len(lengths) == max_cycles:
+            raise ValueError(f"sgdr would need more than {max_cycles} cycles: raise "
+                             "sgdr_first_cycle or sgdr_cycle_mult")
+        length = max(1, int(round(t0 * cycle_mult ** len(lengths))))
+        length = min(length, total_steps - start)
+        lengths.append(length)
+        start += length
+    return lengths
+
+
+def check_schedule(cfg: OptimConfig, iterations: int) -> None:
+    """The schedule fits a run of `iterations` steps (raises ValueError saying what to change).
+
+    Pure arithmetic on the config, kept here so that checking a config needs no optimizer code;
+    minillm_jax.optim.schedules builds the schedule from the same `sgdr_cycles`.
+    """
+    if cfg.scheduler == "sgdr":
+        lengths = sgdr_cycles(iterations, cfg.sgdr_first_cycle, cfg.sgdr_cycle_mult)
+        warmup = int(round(cfg.warmup_percent * iterations))
+        if warmup >= lengths[0]:
+            raise ValueError(f"the warm-up ({warmup} steps) must be shorter than the first "
+                             f"sgdr cycle ({lengths[0]} steps): lower warmup_percent or raise "
+                             "sgdr_first_cycle")

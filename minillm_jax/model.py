@@ -223,15 +223,11 @@ def make_norm(cfg: ModelConfig, execution: ExecutionConfig, name: str) -> nn.Mod
 def _sublayer_types() -> dict[str, type[nn.Module]]:
     """Block sublayer kinds (config.block_pattern) -> module. A new kind is a module taking
     (cfg, execution, train) and mapping (B, T, C) -> (B, T, C), or -> ((B, T, C), stats) for
-    layers with auxiliary losses (see minillm_jax.moe.MoE), registered here."""
+    layers with auxiliary losses (see minillm_jax.moe.MoE), registered here and named in
+    config.SUBLAYER_KINDS."""
     from minillm_jax.moe import MoE
 
     return {"attn": Attention, "mlp": MLP, "moe": MoE}
-
-
-def sublayer_kinds() -> tuple[str, ...]:
-    """The block types config.block_pattern may name."""
-    return tuple(_sublayer_types())
 
 
 class Block(nn.Module):

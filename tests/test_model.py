@@ -232,3 +232,9 @@ def test_logit_softcap_bounds_the_logits():
     assert float(jnp.abs(capped).max()) <= 2.0
     np.testing.assert_allclose(capped, 2.0 * np.tanh(np.asarray(raw) / 2.0), rtol=1e-5,
                                atol=1e-5)
+
+
+def test_config_names_exactly_the_block_types_the_model_builds():
+    from minillm_jax.config import SUBLAYER_KINDS
+
+    assert sorted(M._sublayer_types()) == sorted(SUBLAYER_KINDS)

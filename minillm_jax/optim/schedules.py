@@ -32,9 +32,8 @@ from typing import Any
 import jax.numpy as jnp
 import optax
 
-from minillm_jax.config import WSD_SHAPES, OptimConfig
+from minillm_jax.config import MAX_SGDR_CYCLES, WSD_SHAPES, OptimConfig
 
-MAX_SGDR_CYCLES = 1000
 
 Steps = Any  # a Python int or a traced int32 scalar
 
@@ -68,29 +67,6 @@ def onecycle(peak_lr: float, total_steps: Steps, pct_start: float, kind: str = "
         return jnp.where((warm_end > 0) & (t <= warm_end), warm, decay)
 
     return schedule
-
-
-def sgdr_cycles(total_steps: int, first_cycle: float, cycle_mult: float = 1.0,
-                max_cycles: int = MAX_SGDR_CYCLES) -> list[int]:
-    """Lengths of the SGDR cycles covering total_steps (the last one cut to end at total_steps).
-
-    first_cycle < 1 is a fraction of total_steps, >= 1 a number of steps.
-    """
-    if first_cycle <= 0:
-        raise ValueError(f"sgdr_first_cycle={first_cycle} must be positive")
-    if cycle_mult < 1.0:
-        raise ValueError(f"sgdr_cycle_mult={cycle_mult} must be >= 1")
-    t0 = first_cycle * total_steps if first_cycle < 1 else first_cycle
-    lengths, start = [], 0
-    while start < total_steps:
-        if len(lengths) == max_cycles:
-            raise ValueError(f"sgdr would need more than {max_cycles} cycles: raise "
-                             "sgdr_first_cycle or sgdr_cycle_mult")
-        length = max(1, int(round(t0 * cycle_mult ** len(lengths))))
-        length = min(length, total_steps - start)
-        lengths.append(length)
-        start += length
-    return lengths
 
 
 def sgdr(peak_lr: float, total_steps: Steps, first_cycle: float, cycle_mult: float = 1.0,
@@ -182,14 +158,3 @@ def build_schedule(cfg: OptimConfig, iterations: Steps) -> optax.Schedule:
         return wsd(cfg.lr, iterations, warmup, decay, cfg.wsd_decay_shape, init_lr=initial,
                    min_lr=final)
     raise ValueError(f"scheduler {name!r} is unknown")  # OptimConfig admits only known names
-
-
-def check_schedule(cfg: OptimConfig, iterations: int) -> None:
-    """The schedule fits a run of `iterations` steps (raises ValueError saying what to change)."""
-    if cfg.scheduler == "sgdr":
-        lengths = sgdr_cycles(iterations, cfg.sgdr_first_cycle, cfg.sgdr_cycle_mult)
-        warmup = int(round(cfg.warmup_percent * iterations))
-        if warmup >= lengths[0]:
-            raise ValueError(f"the warm-up ({warmup} steps) must be shorter than the first "
-                             f"sgdr cycle ({lengths[0]} steps): lower warmup_percent or raise "
-                             "sgdr_first_cycle")

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from minillm_jax.config import ConfigError, build_config
-from minillm_jax.optim.schedules import onecycle, sgdr, sgdr_cycles, wsd
+from minillm_jax.config import sgdr_cycles
+from minillm_jax.optim.schedules import onecycle, sgdr, wsd
 from tests.optim.helpers import opt_config, optimizer, schedule_of
 
 LR = 1e-3
