@@ -13,12 +13,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-
-class DataError(ValueError):
-    """A data problem the user can fix (missing files, bad input, bad options); one clear line."""
-
-
-from minillm_jax.data.format import is_prepared, load_meta  # noqa: E402  (needs DataError)
+from minillm_jax.data.format import DataError, is_prepared, load_meta
 
 _LAZY = {
     "TrainLoader": "minillm_jax.data.loader",

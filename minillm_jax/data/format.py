@@ -8,7 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from minillm_jax.data import DataError
+
+class DataError(ValueError):
+    """A data problem the user can fix (missing files, bad input, bad options); one clear line.
+
+    Defined here, the bottom of the data package, and re-exported by `minillm_jax.data`."""
+
 
 TRAIN_FILE = "train.bin"
 VAL_FILE = "val.bin"
