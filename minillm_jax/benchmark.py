@@ -1,13 +1,11 @@
 """Throughput and MFU of the compiled train step (the judge of speed; no data loading involved).
 
-FLOPs per token (training, forward + backward) follow PaLM / Chinchilla accounting:
-
-    flops_per_token = 6 * N + 12 * n_layer * n_embd * T
-
-where N is the parameter count that takes part in matmuls (llm-baselines' get_num_params: the tied
-embedding counts once, as the output layer; the position table is a lookup and is excluded) and the
-second term is attention's QK^T and AV matmuls over a context of T tokens (full, not halved for
-causality). For mixture-of-experts models N is the number of *active* parameters per token.
+FLOPs per token, device peaks and MFU come from minillm_jax.mfu (the one accounting shared with
+gpu_check, the trainer's log and the planner): 6 x the weights a token multiplies through (the
+output head included, an untied input embedding not: it is a gather) plus causal attention
+counted as half, over the exact-device-kind datasheet peak times the device count. On a CPU the
+"peak" is a timed float32 matmul (labelled as measured); an accelerator not in the table gets
+"MFU n/a".
 
 Command line (also tools/bench.py): parameters, FLOPs/token, step time, tokens/s and MFU of a
 config's train step on the devices present.
@@ -30,33 +28,7 @@ import ml_collections
 
 from minillm_jax.cli import parse_config_args, run_command
 from minillm_jax.config import ConfigError, TrainConfig, build_config
-
-# Dense bf16 peak FLOP/s per chip (vendor datasheets, no sparsity).
-PEAK_FLOPS = {
-    "a100": 312e12,
-    "h100": 989e12,
-    "h200": 989e12,
-    "l4": 121e12,
-    "a10": 125e12,
-    "tpu v4": 275e12,
-    "tpu v5 lite": 197e12,
-    "tpu v5e": 197e12,
-    "tpu v5p": 459e12,
-    "tpu v6 lite": 918e12,
-}
-
-
-def flops_per_token(active_params: int, n_layer: int, n_embd: int, seq_len: int) -> float:
-    return 6.0 * active_params + 12.0 * n_layer * n_embd * seq_len
-
-
-def known_peak(device: Any) -> float | None:
-    kind = device.device_kind.lower()
-    for name, peak in PEAK_FLOPS.items():
-        if name in kind:
-            return peak
-    return None
-
+from minillm_jax.mfu import Peak, device_peak, mfu, model_flops_per_token
 
 def measure_matmul_peak(n: int = 2048, repeats: int = 5, dtype: Any = jnp.float32) -> float:
     """Achievable matmul FLOP/s of the default device (used as the CPU 'peak')."""
@@ -72,23 +44,15 @@ def measure_matmul_peak(n: int = 2048, repeats: int = 5, dtype: Any = jnp.float3
     return 2.0 * n**3 / best
 
 
-def peak_flops(compute_dtype: str = "float32") -> tuple[float, str]:
-    """(peak FLOP/s per device, where the number comes from)."""
+def peak_flops(compute_dtype: str = "float32") -> Peak:
+    """Peak FLOP/s of one device: the datasheet entry for an accelerator's exact device kind
+    (None for an unknown one), a timed matmul on a CPU."""
     device = jax.devices()[0]
-    peak = known_peak(device) if device.platform != "cpu" else None
-    if peak is not None:
-        return peak, f"{device.device_kind} datasheet bf16 dense"
+    if device.platform != "cpu":
+        return device_peak(device)
     dtype = jnp.bfloat16 if compute_dtype == "bfloat16" else jnp.float32
-    source = f"measured {jnp.dtype(dtype).name} matmul on {device.device_kind}"
-    return measure_matmul_peak(dtype=dtype), source
-
-
-def model_flops_per_token(config: TrainConfig, params: Any) -> float:
-    """Training FLOPs per token of a run's model (active parameters for MoE)."""
-    from minillm_jax.params_info import active_params
-
-    m = config.model
-    return flops_per_token(active_params(params, m), m.n_layer, m.n_embd, m.sequence_length)
+    return Peak(measure_matmul_peak(dtype=dtype),
+                f"measured {jnp.dtype(dtype).name} matmul on {device.device_kind}")
 
 
 def benchmark(config: TrainConfig | ml_collections.ConfigDict, steps: int = 5, warmup: int = 2,
@@ -121,15 +85,16 @@ def benchmark(config: TrainConfig | ml_collections.ConfigDict, steps: int = 5, w
         times.append(time.perf_counter() - t)
     step_time = float(np.median(times))
     params = run.abstract_state.params
-    fpt = model_flops_per_token(config, params)
+    fpt = model_flops_per_token(params, config.model)
     tokens_per_step = int(np.prod(shape))
-    peak, peak_source = peak_flops(config.execution.compute_dtype)
+    peak = peak_flops(config.execution.compute_dtype)
     n_dev = jax.device_count()
     tps = tokens_per_step / step_time
     return {"params": active_params(params, config.model), "flops_per_token": fpt,
             "compile_s": compile_s, "step_time_s": step_time, "tokens_per_s": tps,
-            "devices": n_dev, "peak_flops_per_device": peak, "peak_source": peak_source,
-            "mfu": tps * fpt / (peak * n_dev), "loss": float(metrics["loss"])}
+            "devices": n_dev, "device_kind": jax.devices()[0].device_kind,
+            "peak_flops_per_device": peak.flops, "peak_source": peak.source,
+            "mfu": mfu(tps, fpt, peak.flops, n_dev), "loss": float(metrics["loss"])}
 
 
 def train_losses(config: TrainConfig | ml_collections.ConfigDict, steps: int) -> list[float]:
@@ -176,9 +141,13 @@ def _print_benchmark(c: ml_collections.ConfigDict, steps: int, warmup: int) -> N
     print(f"compile time      {r['compile_s']:.1f} s")
     print(f"step time         {1000 * r['step_time_s']:.1f} ms (median of {steps})")
     print(f"tokens/s          {r['tokens_per_s']:,.0f}")
-    print(f"peak              {r['peak_flops_per_device'] / 1e12:.3f} TFLOP/s per device "
-          f"({r['peak_source']})")
-    print(f"MFU               {100 * r['mfu']:.1f}%")
+    if r["peak_flops_per_device"] is None:
+        print(f"peak              unknown ({r['peak_source']})")
+        print(f"MFU               n/a on {r['device_kind']}")
+    else:
+        print(f"peak              {r['peak_flops_per_device'] / 1e12:.3f} TFLOP/s per device "
+              f"({r['peak_source']})")
+        print(f"MFU               {100 * r['mfu']:.1f}%")
 
 
 if __name__ == "__main__":

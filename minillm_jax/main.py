@@ -2,8 +2,9 @@
 
     python -m minillm_jax.main --config configs/demo.py [--config.FIELD=VALUE ...]
 
-Overrides are typed by ml_collections (minillm_jax/cli.py). A configuration, data, checkpoint or
-training problem is reported as one `error: ...` line on stderr, exit status 2.
+Overrides are typed by ml_collections (minillm_jax/cli.py). A missing dependency, a
+configuration, data, checkpoint or training problem is reported as one `error: ...` line on
+stderr, exit status 2.
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import argparse
 import sys
 from typing import Sequence
 
-from minillm_jax.cli import parse_config_args, run_command
+from minillm_jax import deps
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    deps.require()  # before anything imports ml_collections, grain or JAX
+    from minillm_jax.cli import parse_config_args, run_command
+
     parser = argparse.ArgumentParser(prog="python -m minillm_jax.main",
                                      description=__doc__.strip().splitlines()[0])
     _, config, name = parse_config_args(parser, argv)

@@ -4,7 +4,8 @@
     python tools/plan.py ...   (the same)
 
 Budget. C = peak FLOP/s x devices x hours x 3600 x MFU, with the dense bf16 peaks of
-minillm_jax.benchmark.PEAK_FLOPS (the one table of peaks) or --peak-tflops.
+minillm_jax.mfu (the one table of peaks, by exact device kind; --accelerator takes its short
+names) or --peak-tflops.
 
 Allocation (Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models"):
   * the 20-tokens-per-parameter rule with C = 6 N D:  N = sqrt(C / 120),  D = 20 N;
@@ -17,7 +18,8 @@ The seed's arithmetic: 3 A100-hours at 100% = 3.37e18 FLOPs -> N ~ 168M, D ~ 3.4
 Configs. Candidate shapes (head dim 64, depth/width aspect in a usual range) are counted exactly
 with minillm_jax.model.num_params on abstract parameter shapes (llm-baselines' get_num_params: per
 layer 12 C^2 + norms, plus the V x C tied embedding), given the tokens the budget buys at the
-trainer's real FLOPs per token (6 N + attention, minillm_jax.benchmark.flops_per_token), and ranked
+trainer's FLOPs per token (minillm_jax.mfu.flops_per_token: 6 N + causal attention; N here
+includes the norm scales, < 0.02% of a tied model's matmul weights), and ranked
 by the fit's predicted loss.
 """
 
@@ -30,7 +32,7 @@ import math
 import sys
 from typing import Any, Sequence
 
-from minillm_jax.benchmark import PEAK_FLOPS, flops_per_token
+from minillm_jax.mfu import ACCELERATORS, DEVICE_PEAKS, flops_per_token
 
 # Hoffmann et al. (2022), Approach 3 (their eq. 10 and Appendix D.2).
 FIT_E, FIT_A, FIT_B, FIT_ALPHA, FIT_BETA = 1.69, 406.4, 410.7, 0.34, 0.28
@@ -58,26 +60,26 @@ class PlanError(ValueError):
 
 
 def normalise_accelerator(name: str) -> str:
-    """'A100', 'tpu-v5p', 'tpu_v4', 'v5e' -> the benchmark.PEAK_FLOPS key."""
+    """'A100', 'tpu-v5p', 'tpu_v4', 'v5e' -> the mfu.ACCELERATORS key."""
     key = name.strip().lower().replace("-", " ").replace("_", " ")
     key = " ".join(key.split())
     if key.startswith("tpu") and not key.startswith("tpu "):
         key = "tpu " + key[3:]
-    if key in PEAK_FLOPS:
+    if key in ACCELERATORS:
         return key
-    if "tpu " + key in PEAK_FLOPS:
+    if "tpu " + key in ACCELERATORS:
         return "tpu " + key
     raise PlanError(f"unknown accelerator {name!r}: use one of {accelerator_names()} or "
                     "--peak-tflops")
 
 
 def accelerator_names() -> list[str]:
-    return [k.replace(" ", "-") for k in PEAK_FLOPS]
+    return [k.replace(" ", "-") for k in ACCELERATORS]
 
 
 def peak_for(accelerator: str) -> float:
     """Dense bf16 peak FLOP/s of one chip."""
-    return PEAK_FLOPS[normalise_accelerator(accelerator)]
+    return DEVICE_PEAKS[ACCELERATORS[normalise_accelerator(accelerator)]]
 
 
 def compute_budget(peak_flops: float, hours: float, mfu: float = 1.0, devices: int = 1) -> float:
@@ -357,8 +359,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             result = measure_mfu(args.measure, args.measure_steps)
         except ConfigError as err:
             parser.error(f"--measure {args.measure}: {err}")
-        mfu = min(1.0, result["mfu"])
         device = jax.devices()[0]
+        if result["mfu"] is None:
+            parser.error(f"--measure: MFU n/a on {device.device_kind!r} (no peak FLOP/s known "
+                         "for it); pass --mfu and --peak-tflops instead")
+        mfu = min(1.0, result["mfu"])
         mfu_source = (f"measured: {args.measure} on {device.device_kind}, "
                       f"{result['tokens_per_s']:,.0f} tok/s")
         print(f"measured {args.measure}: {result['params']:,} parameters, "

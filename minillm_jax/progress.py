@@ -12,6 +12,7 @@ from typing import Any, Iterator
 
 import jax
 
+from minillm_jax import mfu
 from minillm_jax.metrics import MetricsWriter
 
 LOGGED = ("loss", "lr", "grad_norm", "skipped")  # always in a train step's metrics
@@ -33,9 +34,12 @@ class Progress:
     """Tracks tokens/s, ETA and training time (evaluations excluded) and logs train metrics."""
 
     def __init__(self, writer: MetricsWriter, *, log_freq: int, tokens_per_step: int,
-                 flops_per_token: float):
+                 flops_per_token: float, peak: mfu.Peak | None = None, devices: int = 1):
+        """`peak`: one device's peak FLOP/s (minillm_jax.mfu.device_peak); with None or an
+        unknown peak the log says "MFU n/a" once and leaves MFU out."""
         self.writer, self.log_freq = writer, log_freq
         self.tokens_per_step, self.flops_per_token = tokens_per_step, flops_per_token
+        self.peak, self.devices = peak if peak is not None else mfu.Peak(None, "no peak"), devices
         self.pending: tuple[int, dict[str, Any]] | None = None  # (step, device metrics)
         self._window_start, self._window_steps = time.perf_counter(), 0
         self._train_time_s = 0.0  # closed windows
@@ -84,10 +88,14 @@ class Progress:
         self._train_time_s += elapsed
         rate = self._window_steps * self.tokens_per_step / max(elapsed, 1e-9)
         step_time = elapsed / max(self._window_steps, 1)
+        utilisation = mfu.mfu(rate, self.flops_per_token, self.peak.flops, self.devices)
         log(f"step {done}/{total} | loss {values['loss']:.4f} | lr {values['lr']:.2e} | "
             f"{rate:,.0f} tok/s | {1000 * step_time:.0f} ms/step | "
-            f"ETA {format_duration((total - done) * step_time)}")
+            + (f"MFU {100 * utilisation:.1f}% | " if utilisation is not None else "")
+            + f"ETA {format_duration((total - done) * step_time)}")
         extra = {k: v for k, v in values.items() if k not in LOGGED}
+        if utilisation is not None:
+            extra["mfu"] = utilisation
         self.writer.write(done, train_loss=values["loss"], lr=values["lr"],
                           grad_norm=values["grad_norm"], tokens_per_s=rate,
                           step_time_s=step_time, tokens=done * self.tokens_per_step,

@@ -57,7 +57,7 @@ def summary_row(name: str, config: ml_collections.ConfigDict | dict | None,
                 result: dict[str, Any] | None, run_dir: str, status: str,
                 error: str = "") -> dict[str, Any]:
     """One summary.csv row (missing values are empty strings)."""
-    from minillm_jax.benchmark import flops_per_token
+    from minillm_jax.mfu import flops_per_token
     from minillm_jax.planner import config_params, predicted_loss
 
     row: dict[str, Any] = {k: "" for k in SUMMARY_FIELDS}

@@ -11,12 +11,12 @@ import ml_collections
 import numpy as np
 
 from minillm_jax import checkpointing, data, distributed, memory, rundir
-from minillm_jax.benchmark import model_flops_per_token
 from minillm_jax.budget import TimeBudget
 from minillm_jax.build import Run, build_run, enable_compilation_cache
 from minillm_jax.config import TrainConfig, build_config
 from minillm_jax.evaluator import Evaluator, format_eval
 from minillm_jax.metrics import MetricsWriter
+from minillm_jax.mfu import device_peak, model_flops_per_token
 from minillm_jax.optim import eval_params, plateau_observe
 from minillm_jax.params_info import describe as describe_params
 from minillm_jax.progress import Progress, log
@@ -146,10 +146,15 @@ class TrainLoop:
     def __post_init__(self) -> None:
         c = self.run.config
         self.config = c
+        peak = device_peak(jax.devices()[0])
+        flops = model_flops_per_token(self.run.abstract_state.params, c.model)
+        log(f"{flops / 1e9:.3g} GFLOP per token (minillm_jax/mfu.py); "
+            + (f"MFU against {peak.flops * jax.device_count() / 1e12:,.0f} TFLOP/s "
+               f"({jax.device_count()} x {peak.source})" if peak.flops is not None else
+               f"MFU n/a: {peak.source}"))
         self.progress = Progress(self.writer, log_freq=c.run.log_freq,
-                                 tokens_per_step=c.tokens_per_step,
-                                 flops_per_token=model_flops_per_token(
-                                     c, self.run.abstract_state.params))
+                                 tokens_per_step=c.tokens_per_step, flops_per_token=flops,
+                                 peak=peak, devices=jax.device_count())
         self.total = c.run.iterations  # the schedule's horizon: the budget may move it
         self.nonfinite_in_a_row = 0
         self.rolled_back_to: int | None = None

@@ -6,7 +6,7 @@ import textwrap
 import pytest
 
 from minillm_jax import planner
-from minillm_jax.benchmark import flops_per_token
+from minillm_jax.mfu import flops_per_token
 
 A100_3H = 312e12 * 3 * 3600  # 3.3696e18 FLOPs at 100% MFU
 

@@ -3,7 +3,6 @@
     python tools/gpu_check.py [--out runs/gpu_check] [--budget-s 450]
 """
 
-import os
 import sys
 from pathlib import Path
 
@@ -12,6 +11,4 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from minillm_jax.gpu_check import main  # noqa: E402
 
 if __name__ == "__main__":
-    code = main()
-    sys.stdout.flush()
-    os._exit(code)  # compiles still running in pool threads must not hold the exit
+    sys.exit(main())
