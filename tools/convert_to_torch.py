@@ -1,7 +1,7 @@
 """Export a checkpoint to PyTorch (python -m minillm_jax.export.to_torch; options there).
 
     python tools/convert_to_torch.py --workdir runs/demo [--step N] --format llm-baselines --out model.pt
-    python tools/convert_to_torch.py --workdir runs/demo --format hf --out hf_model/
+    python tools/convert_to_torch.py --workdir runs/demo --format hf --out hf_model/ [--custom-code]
 """
 
 import sys

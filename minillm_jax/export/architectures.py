@@ -3,7 +3,12 @@
 Formats:
   llm-baselines  epfml/llm-baselines GPTBase (`--model base`) and Llama (`--model llama2`),
                  docs/llm-baselines.md#state-dict-names-and-shapes: Linear weights (out, in), wte and lm_head both present.
-  hf             Hugging Face transformers GPT2LMHeadModel / LlamaForCausalLM.
+  hf             Hugging Face transformers: the stock class that computes the model exactly
+                 (`stock_hf_entry`: GPT2LMHeadModel, LlamaForCausalLM, Qwen3ForCausalLM,
+                 ArceeForCausalLM), else the custom-code MiniLLMForCausalLM (hf-custom).
+  hf-custom      MiniLLMForCausalLM (minillm_jax/export/hf_custom/, loaded with
+                 trust_remote_code=True): our parameter names, torch Linear layout, every dense
+                 option (qk_norm, mlp_activation, logit_softcap, weighted_residual, block order).
 
 To add an architecture (e.g. MoE blocks): write its `*_rules(cfg)` function(s), its
 `check_*` expressibility function if it has options a format cannot express, and register them in
@@ -16,12 +21,14 @@ import dataclasses
 from typing import Callable
 
 from minillm_jax.export.errors import ConversionError
-from minillm_jax.export.mapping import Identity, QKVSplit, Rule, Tied, Transpose, layered
+from minillm_jax.export.mapping import (
+    Identity, QKVSplit, Rule, RowPermutation, Tied, Transpose, layered, rope_interleaved_to_half)
 from minillm_jax.model import ModelConfig
 
 LLM_BASELINES = "llm-baselines"
 HF = "hf"
-FORMATS = (LLM_BASELINES, HF)
+HF_CUSTOM = "hf-custom"
+FORMATS = (LLM_BASELINES, HF, HF_CUSTOM)
 
 _UNTIE_HINT = ("This is an untied model (llm-baselines HEAD --untied_embeds): import it with "
                "tie_embeddings=False (convert_from_torch.py --untied).")
@@ -152,6 +159,72 @@ def llama_hf_rules(cfg: ModelConfig) -> list[Rule]:
     return rules
 
 
+def _llama_hf_attention(cfg: ModelConfig) -> list[tuple]:
+    """Rule entries of the attention of LlamaForCausalLM-style layers (Llama, Qwen3, Arcee)."""
+    T, I = Transpose(), Identity()
+    qkv = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight")
+    entries = [("attn/c_attn/kernel", qkv, QKVSplit(cfg.n_head, transpose=True, permute_qk=True)),
+               ("attn/c_proj/kernel", "self_attn.o_proj.weight", T)]
+    if cfg.bias:
+        entries += [("attn/c_attn/bias", tuple(k.replace("weight", "bias") for k in qkv),
+                     QKVSplit(cfg.n_head, transpose=False, permute_qk=True)),
+                    ("attn/c_proj/bias", "self_attn.o_proj.bias", I)]
+    if cfg.qk_norm:  # per-head scales, permuted like the q/k rows they multiply
+        perm = RowPermutation(rope_interleaved_to_half(cfg.head_dim))
+        entries += [("attn/q_norm/scale", "self_attn.q_norm.weight", perm),
+                    ("attn/k_norm/scale", "self_attn.k_norm.weight", perm)]
+    return entries
+
+
+def _llama_hf_model(cfg: ModelConfig, entries: list[tuple]) -> list[Rule]:
+    T, I = Transpose(), Identity()
+    entries = ([("ln_1/scale", "input_layernorm.weight", I),
+                ("ln_2/scale", "post_attention_layernorm.weight", I)]
+               + _llama_hf_attention(cfg) + entries)
+    rules = [Rule("wte/embedding", ("model.embed_tokens.weight",))]
+    rules += layered("model.layers.{i}.", entries)
+    rules.append(Rule("ln_f/scale", ("model.norm.weight",)))
+    if not cfg.tie_embeddings:
+        rules.append(Rule("lm_head/kernel", ("lm_head.weight",), T))
+    return rules
+
+
+def qwen3_hf_rules(cfg: ModelConfig) -> list[Rule]:
+    """Qwen3ForCausalLM = LlamaForCausalLM + per-head RMSNorm on q and k before RoPE."""
+    T = Transpose()
+    return _llama_hf_model(cfg, [("mlp/w1/kernel", "mlp.gate_proj.weight", T),
+                                 ("mlp/w2/kernel", "mlp.up_proj.weight", T),
+                                 ("mlp/c_proj/kernel", "mlp.down_proj.weight", T)])
+
+
+def arcee_hf_rules(cfg: ModelConfig) -> list[Rule]:
+    """ArceeForCausalLM = LlamaForCausalLM with a non-gated MLP down_proj(act(up_proj x))."""
+    T = Transpose()
+    return _llama_hf_model(cfg, [("mlp/c_fc/kernel", "mlp.up_proj.weight", T),
+                                 ("mlp/c_proj/kernel", "mlp.down_proj.weight", T)])
+
+
+def custom_hf_rules(cfg: ModelConfig) -> list[Rule]:
+    """MiniLLMForCausalLM (hf_custom/modeling_minillm.py): our own names with torch's layout:
+    a/b/kernel -> a.b.weight (out, in), scale -> weight, embedding -> weight; the blocks under
+    model.blocks.{i}, everything else under model. except lm_head."""
+    from minillm_jax.export.core import param_shapes  # core imports this module
+
+    rules = []
+    for path in sorted(param_shapes(cfg)):
+        *module, leaf = path.split("/")
+        name = ".".join(module + [{"kernel": "weight", "scale": "weight", "embedding": "weight",
+                                   "bias": "bias"}.get(leaf, leaf)])
+        transform = Transpose() if leaf == "kernel" else Identity()
+        if path.startswith("blocks/"):
+            rules.append(Rule(path, ("model." + name.replace("blocks.", "blocks.{i}.", 1),),
+                              transform, layered=True))
+        else:
+            rules.append(Rule(path, (name if name == "lm_head.weight" else "model." + name,),
+                              transform))
+    return rules
+
+
 def check_hf(cfg: ModelConfig, exporting: bool = True) -> list[str]:
     """Everything our GPT/Llama can be is expressible in GPT2/Llama configs; returns notes."""
     notes = []
@@ -159,12 +232,17 @@ def check_hf(cfg: ModelConfig, exporting: bool = True) -> list[str]:
         notes.append("GPT2LMHeadModel always has biases: written as zeros (bias=False is exact at "
                      "export; note that fine-tuning in transformers would train them)")
     if cfg.model == "llama" and cfg.dropout > 0:
-        notes.append(f"LlamaConfig has no embedding/residual dropout: our dropout={cfg.dropout} "
-                     "is dropped (training only; inference is identical); attention_dropout="
-                     f"{cfg.attention_dropout} is kept")
+        config_class = stock_hf_entry(cfg)[0].name.split()[-1].replace("ForCausalLM", "Config")
+        notes.append(f"{config_class} has no embedding/residual "
+                     f"dropout: our dropout={cfg.dropout} is dropped (training only; inference is "
+                     f"identical); attention_dropout={cfg.attention_dropout} is kept")
     if cfg.model == "llama" and cfg.head_dim % 2:
         raise ConversionError(f"llama head size {cfg.head_dim} is odd: RoPE needs an even size")
     return notes
+
+
+def check_hf_custom(cfg: ModelConfig, exporting: bool = True) -> list[str]:
+    return []
 
 
 # --------------------------------------------------------------------------- registry
@@ -185,19 +263,100 @@ REGISTRY: dict[str, dict[str, Entry]] = {
     HF: {
         "gpt": Entry(gpt2_hf_rules, check_hf, "transformers GPT2LMHeadModel"),
         "llama": Entry(llama_hf_rules, check_hf, "transformers LlamaForCausalLM"),
+        "qwen3": Entry(qwen3_hf_rules, check_hf, "transformers Qwen3ForCausalLM"),
+        "arcee": Entry(arcee_hf_rules, check_hf, "transformers ArceeForCausalLM"),
+    },
+    HF_CUSTOM: {
+        "custom": Entry(custom_hf_rules, check_hf_custom,
+                        "MiniLLMForCausalLM (custom code, trust_remote_code=True)"),
     },
 }
+MODELS = ("gpt", "llama")
+
+
+def stock_hf_entry(cfg: ModelConfig) -> tuple[Entry | None, str]:
+    """(the stock transformers class computing exactly our model, why) or (None, why none does).
+
+    Checked numerically in tests/export (random weights, float32 logits <= 1e-5 relative).
+    GPT: GPT2LMHeadModel, whose activation_function also takes "relu2". Llama: LlamaForCausalLM
+    (SwiGLU); Qwen3ForCausalLM is Llama plus per-head RMSNorm on q and k before RoPE (our
+    qk_norm, same eps as the other norms); ArceeForCausalLM is Llama with a non-gated MLP
+    (hidden_act gelu = exact erf GELU, or relu2). What no stock class has: soft-capped logits
+    (Gemma 2/3 have them, but also scaled embeddings, (1 + w) norms and post-norms), QK-norm in a
+    GPT-2 block or with a non-gated Llama MLP (OLMo 2 normalises q and k over all heads and puts
+    its norms after the sublayers), a gated MLP with learned positions, DenseFormer weighted
+    residuals and other sublayer orders.
+    """
+    hf = REGISTRY[HF]
+    missing = []
+    if cfg.block_pattern != "attn,mlp":
+        missing.append(f"block_pattern={cfg.block_pattern!r}")
+    if cfg.weighted_residual:
+        missing.append("weighted_residual=True (DenseFormer residual weights)")
+    if cfg.logit_softcap > 0:
+        missing.append(f"logit_softcap={cfg.logit_softcap} (only Gemma 2/3 soft-cap logits, and "
+                       "they also scale embeddings and add post-norms)")
+    if cfg.model == "gpt":
+        if cfg.qk_norm:
+            missing.append("qk_norm=True in a GPT-2 block")
+        if cfg.mlp_activation == "swiglu":
+            missing.append("a SwiGLU MLP in a GPT-2 block")
+        entry = hf["gpt"]
+    elif cfg.mlp_activation == "swiglu":
+        entry = hf["qwen3"] if cfg.qk_norm else hf["llama"]
+    elif cfg.qk_norm:
+        missing.append(f"qk_norm=True with a non-gated mlp_activation={cfg.mlp_activation!r} "
+                       "(Qwen3 has this QK-norm but a gated MLP; Arcee the MLP but no QK-norm)")
+        entry = None
+    else:
+        entry = hf["arcee"]
+    if missing:
+        return None, "no stock transformers class computes this model: " + "; ".join(missing)
+    extra = {"transformers Qwen3ForCausalLM": " (Llama + per-head RMSNorm on q, k: our qk_norm)",
+             "transformers ArceeForCausalLM": f" (Llama with a non-gated {cfg.mlp_activation} MLP)",
+             "transformers GPT2LMHeadModel": f" (activation_function={cfg.mlp_activation!r})"}
+    return entry, f"{entry.name} computes this model exactly{extra.get(entry.name, '')}"
+
+
+def hf_entry(cfg: ModelConfig, custom_code: bool = False) -> tuple[Entry, str]:
+    """The Hugging Face target of a model and why: the stock class when one fits (and custom
+    code is not asked for), else the custom-code MiniLLMForCausalLM."""
+    _refuse_for_custom_code(cfg)
+    stock, why = stock_hf_entry(cfg)
+    if custom_code:
+        return REGISTRY[HF_CUSTOM]["custom"], "custom code was asked for (--custom-code)"
+    if stock is None:
+        return REGISTRY[HF_CUSTOM]["custom"], why
+    return stock, why
 
 
 def lookup(cfg: ModelConfig, fmt: str) -> Entry:
     if fmt not in REGISTRY:
         raise ConversionError(f"unknown export format {fmt!r}: use one of {sorted(REGISTRY)}")
-    if cfg.model not in REGISTRY[fmt]:
+    if cfg.model not in MODELS:
         raise ConversionError(
             f"unknown architecture {cfg.model!r} for format {fmt!r}: the converter knows "
-            f"{sorted(REGISTRY[fmt])}")
+            f"{sorted(MODELS)}")
+    if fmt in (HF, HF_CUSTOM):
+        return hf_entry(cfg, custom_code=fmt == HF_CUSTOM)[0]
     _refuse_non_standard_blocks(cfg, fmt)
     return REGISTRY[fmt][cfg.model]
+
+
+def _refuse_for_custom_code(cfg: ModelConfig) -> None:
+    """What even the custom-code export does not hold: MoE sublayers and blocks with other than
+    one attention sublayer."""
+    kinds = cfg.sublayer_kinds
+    if "moe" in kinds:
+        raise ConversionError(
+            f"cannot export this model to hf: block_pattern={cfg.block_pattern!r} has MoE "
+            "sublayers, which the export does not write (it would need a top-k router and "
+            "experts in hf_custom/modeling_minillm.py, dropless only: capacity-limited routing "
+            "depends on the other tokens of a group); export a dense model")
+    if kinds.count("attn") != 1:
+        raise ConversionError(
+            f"cannot export this model to hf: block_pattern={cfg.block_pattern!r} needs exactly "
+            "one 'attn' sublayer per block (one KV cache per block in the exported model)")
 
 
 def _refuse_non_standard_blocks(cfg: ModelConfig, fmt: str) -> None:

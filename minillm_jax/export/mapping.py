@@ -90,6 +90,23 @@ def rope_interleaved_to_half(head_dim: int) -> np.ndarray:
     return np.concatenate([np.arange(0, head_dim, 2), np.arange(1, head_dim, 2)])
 
 
+class RowPermutation(Transform):
+    """A 1-D array reordered by `perm` (e.g. per-head q/k norm scales from interleaved RoPE pairs
+    to rotate-half pairs, like the q/k rows they multiply)."""
+
+    def __init__(self, perm: np.ndarray):
+        self.perm = np.asarray(perm)
+
+    def to_torch(self, x):
+        return [x[..., self.perm]]
+
+    def from_torch(self, xs, names):
+        return xs[0][..., np.argsort(self.perm)]
+
+    def torch_shapes(self, shape):
+        return [tuple(shape)]
+
+
 class QKVSplit(Transform):
     """c_attn kernel (C, 3C) [columns q|k|v, heads contiguous] or bias (3C,) -> separate q, k, v.
 

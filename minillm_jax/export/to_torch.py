@@ -5,8 +5,14 @@
         model.args.json (the matching llm-baselines arguments); load it in llm-baselines with
         model.load_state_dict(torch.load("model.pt"), strict=True)
     python -m minillm_jax.export.to_torch --workdir runs/demo --format hf --out hf_model/
-        writes config.json + model.safetensors (+ GPT-2 tokenizer files when vocab_size >= 50257);
-        transformers.AutoModelForCausalLM.from_pretrained("hf_model") loads it without custom code
+        writes config.json + model.safetensors (+ GPT-2 tokenizer files when vocab_size >= 50257).
+        Where a stock transformers class computes the model exactly (GPT2LMHeadModel,
+        LlamaForCausalLM, Qwen3ForCausalLM, ArceeForCausalLM) it is that class:
+        transformers.AutoModelForCausalLM.from_pretrained("hf_model") loads it without custom
+        code. Otherwise (e.g. the modern recipe's QK-norm + ReLU^2 Llama, soft-capped logits) it
+        also writes configuration_minillm.py + modeling_minillm.py: load it with
+        from_pretrained("hf_model", trust_remote_code=True). The first note says which and why;
+        --custom-code writes the custom code even where a stock class fits.
 
 Models the target cannot express exactly are refused (exit status 2), e.g. untied embeddings for
 llm-baselines (use --format hf). tools/convert_to_torch.py runs this module.
@@ -51,7 +57,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"llm-baselines: {cli}")
     else:
         written, notes = export.hf.save(params, config, args.out, tokenizer=not args.no_tokenizer,
-                                        source=source)
+                                        source=source, custom_code=args.custom_code)
         print(f"wrote {args.out}: {', '.join(written)} (step {step})")
     for note in notes:
         print(f"note: {note}")
@@ -68,6 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--args-out", default=None,
                         help="llm-baselines args JSON (default: <out without .pt>.args.json)")
     parser.add_argument("--no-tokenizer", action="store_true", help="hf: skip tokenizer files")
+    parser.add_argument("--custom-code", action="store_true",
+                        help="hf: write the custom-code MiniLLMForCausalLM even where a stock "
+                             "transformers class computes the model")
     args = parser.parse_args(argv)
 
     from minillm_jax.cli import run_command
