@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from minillm_jax import gpu_check
+from minillm_jax import gpu_cells, gpu_check
 from tests.conftest import REPO
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
@@ -160,8 +160,8 @@ def _hlo_with_attention(implementation):
 
 
 def test_cudnn_detection_on_hlo_with_and_without_the_custom_call():
-    assert gpu_check.cudnn_in_hlo(_hlo_with_attention("cudnn"))
-    assert not gpu_check.cudnn_in_hlo(_hlo_with_attention("xla"))
+    assert gpu_cells.cudnn_in_hlo(_hlo_with_attention("cudnn"))
+    assert not gpu_cells.cudnn_in_hlo(_hlo_with_attention("xla"))
 
 
 def _report(cell_result, gap_result):
@@ -182,6 +182,6 @@ def test_verdict_fails_on_missing_cudnn_call_and_on_a_large_loss_gap():
 
 
 def test_loss_gap_bound_is_steps_times_bf16_precision():
-    assert gpu_check.loss_gap_bound(100) == 100 / 256
-    assert gpu_check.loss_gap_bound(10) == 10 / 256
-    assert gpu_check.loss_gap_bound(1000) == 0.5
+    assert gpu_cells.loss_gap_bound(100) == 100 / 256
+    assert gpu_cells.loss_gap_bound(10) == 10 / 256
+    assert gpu_cells.loss_gap_bound(1000) == 0.5
