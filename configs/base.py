@@ -87,12 +87,14 @@ def get_config() -> ml_collections.ConfigDict:
     c.final_full_eval = True
 
     # Numerics and performance (README "Mixed precision and kernels").
-    # Matmul inputs: float32 | bfloat16. Parameters, optimizer state, norms, softmax and the loss
-    # stay float32 whatever this says.
-    c.compute_dtype = "float32"
+    # Matmul inputs (float32 accumulation): auto (bfloat16 on a GPU or TPU, float32 on CPU) |
+    # float32 | bfloat16. Parameters, optimizer state, norms, softmax and the loss stay float32
+    # whatever this says.
+    c.compute_dtype = "auto"
     # The residual stream between sublayers: float32 (as PyTorch autocast) | bfloat16 (less memory).
     c.residual_dtype = "float32"
-    # auto (cuDNN flash attention on a GPU with a 16-bit compute dtype, XLA elsewhere) | xla | cudnn
+    # auto (cuDNN flash attention on a GPU with a 16-bit compute dtype, if a test run of it works;
+    # XLA elsewhere) | xla | cudnn
     c.attention_impl = "auto"
     # Tokens per chunk of the fused output-layer + loss in training and evaluation
     # (minillm_jax/losses.py): the (tokens x vocab) logits are never held whole. 0 = plain logits.

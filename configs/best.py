@@ -2,7 +2,8 @@
 (docs/llm-baselines.md#sources-and-versions).
 
 Everything not set here is the llm-baselines default (configs/base.py): lr 1e-3, cosine OneCycle,
-warmup 5%, wd 0.1, betas 0.9/0.95, seq 512, vocab 50304. On a GPU add --config.compute_dtype=bfloat16.
+warmup 5%, wd 0.1, betas 0.9/0.95, seq 512, vocab 50304. Matmuls run in bfloat16 on a GPU or TPU
+(compute_dtype=auto; --config.compute_dtype=float32 forces float32), as llm-baselines' autocast.
 """
 
 from pathlib import Path

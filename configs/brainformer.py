@@ -6,7 +6,7 @@ Llama-style (RMSNorm, RoPE, SwiGLU), 768 wide, 6 blocks (6 attention + 12 dense/
 sublayers, against best.py's 18 + 18): 8 experts of hidden size 1024 per MoE sublayer, top-2
 routed, dense MLPs at the usual 2048. About 195M active parameters per token, 450M in total.
 
-    python -m minillm_jax.main --config configs/brainformer.py --config.compute_dtype=bfloat16
+    python -m minillm_jax.main --config configs/brainformer.py
     python tools/bench.py --config configs/brainformer.py --config.batch_size=8
 
 Change the pattern with e.g. --config.block_pattern=attn,moe,mlp (kinds: attn, mlp, moe).

@@ -8,7 +8,7 @@ minillm_jax/moe.py), load-balancing loss weight 0.01 and router z-loss weight 0.
 training loss; the logged train "loss" is the plain cross entropy). Evaluations log moe_aux_loss
 (1.0 = uniform routing), moe_z_loss, moe_dropped_frac and moe_load_e0..e7.
 
-    python -m minillm_jax.main --config configs/moe.py --config.compute_dtype=bfloat16
+    python -m minillm_jax.main --config configs/moe.py
     python -m minillm_jax.main --config configs/moe.py --config.moe_capacity_factor=0   # dropless
     python tools/bench.py --config configs/moe.py --config.batch_size=8
 

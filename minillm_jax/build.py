@@ -25,7 +25,7 @@ from jax.sharding import Mesh, NamedSharding
 
 from minillm_jax import sharding
 from minillm_jax.attention import AttentionChoice, attention_for_device
-from minillm_jax.config import TrainConfig
+from minillm_jax.config import TrainConfig, resolve_compute_dtype
 from minillm_jax.model import Transformer, build_model
 from minillm_jax.optim import build_optimizer
 from minillm_jax.train_step import TrainState, init_state, make_eval_step, make_train_step
@@ -36,9 +36,10 @@ Array = jax.Array
 @dataclasses.dataclass(frozen=True)
 class Run:
     """The built pieces of a run. `abstract_state` is a TrainState of ShapeDtypeStructs carrying
-    `state_shardings`: the target for restoring a checkpoint and for compiling. `model` runs
-    the attention kernel in `attention` (config.execution.attention_impl resolved for the
-    device)."""
+    `state_shardings`: the target for restoring a checkpoint and for compiling. `config` has
+    compute_dtype resolved for the devices (auto: bfloat16 on GPU/TPU, float32 on CPU; why in
+    `compute_dtype_reason`); `model` runs the attention kernel in `attention`
+    (config.execution.attention_impl resolved for the device)."""
 
     config: TrainConfig
     mesh: Mesh
@@ -48,6 +49,7 @@ class Run:
     abstract_state: TrainState
     batch_sharding: NamedSharding
     attention: AttentionChoice
+    compute_dtype_reason: str
 
     @property
     def batch_shape(self) -> tuple[int, int, int]:
@@ -67,8 +69,9 @@ class Run:
     def train_step(self) -> Callable:
         """The jitted (not yet compiled) step(state, batch, horizon): `horizon` is the lr
         schedule's length in steps, an int32 scalar."""
-        step = make_train_step(self.model, functools.partial(build_optimizer, self.config.optim),
-                               self.config.execution.loss_chunk_size)
+        optimizer = functools.partial(build_optimizer, self.config.optim,
+                                      matmul_dtype=self.config.execution.compute_dtype)
+        step = make_train_step(self.model, optimizer, self.config.execution.loss_chunk_size)
         replicated = sharding.replicated(self.mesh)
         return jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding, replicated),
                        out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
@@ -122,12 +125,16 @@ def enable_compilation_cache(setting: str) -> str | None:
 def build_run(config: TrainConfig) -> Run:
     """Mesh, model, optimizer and shardings of `config` (nothing is allocated or compiled)."""
     mesh = sharding.make_mesh(config)
+    platform = jax.devices()[0].platform
+    _, dtype_reason = resolve_compute_dtype(config.execution.compute_dtype, platform)
+    config = config.replace(execution=config.execution.for_platform(platform))
     attention = attention_for_device(config.execution.attention_impl,
                                      config.execution.compute_dtype, config.model.head_dim,
                                      config.model.attention_dropout)
     model = build_model(config.model,
                         dataclasses.replace(config.execution, attention_impl=attention.impl))
-    tx, _ = build_optimizer(config.optim, config.run.iterations)
+    tx, _ = build_optimizer(config.optim, config.run.iterations,
+                            matmul_dtype=config.execution.compute_dtype)
     shapes = jax.eval_shape(lambda: init_state(model, tx, config.run.seed))
     shardings = sharding.tree_shardings(mesh, shapes).replace(
         step=sharding.replicated(mesh), rng=sharding.replicated(mesh))
@@ -135,4 +142,4 @@ def build_run(config: TrainConfig) -> Run:
                             shapes, shardings)
     return Run(config=config, mesh=mesh, model=model, tx=tx, state_shardings=shardings,
                abstract_state=abstract, batch_sharding=sharding.batch_sharding(mesh, 3, 1),
-               attention=attention)
+               attention=attention, compute_dtype_reason=dtype_reason)

@@ -36,6 +36,7 @@ MLP_ACTIVATIONS = ("auto", "gelu", "swiglu", "relu2")
 MOE_IMPLS = ("auto", "einsum", "dropless")
 MOE_PRIORITIES = ("token", "choice")
 COMPUTE_DTYPES = ("float32", "bfloat16")
+ACCELERATOR_PLATFORMS = ("gpu", "cuda", "rocm", "tpu")
 ATTENTION_IMPLS = ("auto", "xla", "cudnn")
 # "" was "let JAX choose", which is JAX's XLA path: checkpoints of runs that said "" restore.
 ATTENTION_ALIASES = {"": "xla"}
@@ -294,6 +295,20 @@ class ModelConfig:
         return self.moe_impl
 
 
+def resolve_compute_dtype(requested: str, platform: str) -> tuple[str, str]:
+    """(matmul input dtype, why) for config.compute_dtype on a device platform (jax's
+    `Device.platform`: cpu, gpu, tpu, ...). auto: bfloat16 on GPUs and TPUs, whose matmul units
+    are several times faster in 16 bits (PyTorch autocast's choice too); float32 on CPUs, where
+    bfloat16 matmuls are emulated and no faster."""
+    if requested != "auto":
+        return requested, f"compute_dtype={requested} in the config"
+    if platform in ACCELERATOR_PLATFORMS:
+        return "bfloat16", (f"auto: bfloat16 matmuls on {platform} (float32 parameters, "
+                            "optimizer state, norms, softmax and loss); "
+                            "--config.compute_dtype=float32 forces float32")
+    return "float32", f"auto: float32 on {platform}, where bfloat16 matmuls are no faster"
+
+
 @_from_base
 class ExecutionConfig:
     """How the model runs: numerics, kernels, memory/speed trade-offs and the device mesh. None of
@@ -310,7 +325,7 @@ class ExecutionConfig:
     mesh_fsdp: int
 
     def __post_init__(self) -> None:
-        _one_of(self, "compute_dtype", COMPUTE_DTYPES)
+        _one_of(self, "compute_dtype", ("auto",) + COMPUTE_DTYPES)
         _one_of(self, "residual_dtype", COMPUTE_DTYPES)
         _resolve(self, "attention_impl",
                  ATTENTION_ALIASES.get(self.attention_impl, self.attention_impl))
@@ -323,6 +338,12 @@ class ExecutionConfig:
         if self.mesh_data != -1 and self.mesh_data < 1:
             _fail("mesh_data", self.mesh_data, "must be -1 (all devices not used by fsdp) or >= 1")
         _positive(self, "mesh_fsdp")
+
+    def for_platform(self, platform: str) -> "ExecutionConfig":
+        """This config with compute_dtype=auto resolved for a device platform
+        (resolve_compute_dtype)."""
+        return dataclasses.replace(
+            self, compute_dtype=resolve_compute_dtype(self.compute_dtype, platform)[0])
 
 
 @_from_base

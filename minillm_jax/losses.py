@@ -25,6 +25,24 @@ def cross_entropy(logits: Array, targets: Array) -> Array:
     return optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
 
 
+def chunk_size(n_tokens: int, requested: int) -> int:
+    """Rows per chunk of the chunked output layer for `n_tokens` rows and loss_chunk_size
+    `requested` (0: all at once).
+
+    The largest divisor of n_tokens not above `requested`, so that no chunk holds padding rows
+    (33,792 tokens with 4,096 requested: 11 chunks of 3,072, not 9 of 4,096 with 3,072 padding
+    rows, 9% more output-layer work). A token count with no divisor of at least half the
+    request (e.g. a prime) takes the fewest chunks of equal size instead, which pads fewer rows
+    than there are chunks."""
+    if requested <= 0 or n_tokens <= requested:
+        return n_tokens
+    divisor = max(d for d in range(1, requested + 1) if n_tokens % d == 0)
+    if 2 * divisor >= requested:
+        return divisor
+    n_chunks = -(-n_tokens // requested)
+    return -(-n_tokens // n_chunks)
+
+
 def _softcap(logits: Array, cap: float) -> tuple[Array, Array | None]:
     """(cap * tanh(logits / cap), tanh(logits / cap)) for cap > 0; (logits, None) otherwise."""
     if cap <= 0:
@@ -37,7 +55,7 @@ def _fused_forward(hidden: Array, head: Array, targets: Array, chunk: int, softc
                    ) -> tuple[Array, tuple[Array, Array]]:
     """Mean loss and its gradients with respect to hidden (N, C) and head (V, C)."""
     n, c = hidden.shape
-    chunk = min(chunk, n)  # small batches: one chunk, no padding
+    chunk = chunk_size(n, chunk)
     pad = (-n) % chunk
     valid = jnp.pad(jnp.ones((n,), jnp.float32), (0, pad)).reshape(-1, chunk)
     h = jnp.pad(hidden, ((0, pad), (0, 0))).reshape(-1, chunk, c)
@@ -94,7 +112,7 @@ def token_losses_and_hits(hidden: Array, head: Array, targets: Array, chunk: int
     (chunk x vocab) float32 logits. A hit is the target's logit being the largest of all V, as
     llm-baselines' argmax accuracy (ties aside)."""
     n, c = hidden.shape
-    chunk = min(chunk, n) if chunk > 0 else n
+    chunk = chunk_size(n, chunk)
     pad = (-n) % chunk
     h = jnp.pad(hidden, ((0, pad), (0, 0))).reshape(-1, chunk, c)
     y = jnp.pad(targets, (0, pad)).reshape(-1, chunk)

@@ -59,6 +59,7 @@ import jax.numpy as jnp
 
 from minillm_jax.attention import attention_for_device, causal_attention
 from minillm_jax.config import ExecutionConfig, ModelConfig
+from minillm_jax.precision import compute_dtype, einsum_f32
 
 Array = jax.Array
 
@@ -137,7 +138,7 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, start: Array | None = None) -> Array:
-        cfg, dtype = self.cfg, jnp.dtype(self.execution.compute_dtype)
+        cfg, dtype = self.cfg, compute_dtype(self.execution)
         b, t, c = x.shape
         dense = lambda feats, init, name: nn.Dense(  # noqa: E731
             feats, use_bias=cfg.bias, dtype=dtype, param_dtype=jnp.float32, kernel_init=init,
@@ -160,8 +161,7 @@ class Attention(nn.Module):
         use_dropout = self.train and rate > 0
         impl = self.execution.attention_impl
         if impl == "auto":  # a model built outside build_run, which resolves it once
-            impl = attention_for_device(impl, self.execution.compute_dtype, cfg.head_dim,
-                                        rate).impl
+            impl = attention_for_device(impl, dtype.name, cfg.head_dim, rate).impl
         y = causal_attention(
             q, k, v, dropout_rate=rate,
             dropout_rng=self.make_rng("dropout") if use_dropout else None, implementation=impl)
@@ -196,7 +196,7 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> Array:
-        cfg, dtype = self.cfg, jnp.dtype(self.execution.compute_dtype)
+        cfg, dtype = self.cfg, compute_dtype(self.execution)
         bias = cfg.bias and cfg.model == "gpt"
         dense = lambda feats, init, name: nn.Dense(  # noqa: E731
             feats, use_bias=bias, dtype=dtype, param_dtype=jnp.float32, kernel_init=init,
@@ -217,7 +217,7 @@ class MLP(nn.Module):
 def make_norm(cfg: ModelConfig, execution: ExecutionConfig, name: str) -> nn.Module:
     if cfg.model == "llama":
         return RMSNorm(cfg.rmsnorm_eps, name=name)
-    return LayerNorm(cfg.layernorm_eps, cfg.bias, jnp.dtype(execution.compute_dtype), name=name)
+    return LayerNorm(cfg.layernorm_eps, cfg.bias, compute_dtype(execution), name=name)
 
 
 def _sublayer_types() -> dict[str, type[nn.Module]]:
@@ -332,10 +332,10 @@ class Features(NamedTuple):
 
 def head_logits(hidden: Array, head: Array, softcap: float = 0.0) -> Array:
     """Float32 logits (B, T, V) of hidden states (B, T, C) and the output matrix (V, C); the
-    matmul runs in the hidden states' dtype with float32 accumulation. softcap > 0 bounds them
-    smoothly: softcap * tanh(logits / softcap) (Gemma 2, modded-nanogpt)."""
-    logits = jnp.einsum("btc,vc->btv", hidden, head.astype(hidden.dtype),
-                        preferred_element_type=jnp.float32)
+    matmul runs in the hidden states' dtype with float32 accumulation, its gradient matmuls too
+    (minillm_jax.precision). softcap > 0 bounds them smoothly: softcap * tanh(logits / softcap)
+    (Gemma 2, modded-nanogpt)."""
+    logits = einsum_f32("btc,vc->btv", hidden, head.astype(hidden.dtype))
     return softcap * jnp.tanh(logits / softcap) if softcap > 0 else logits
 
 
@@ -361,7 +361,7 @@ class Transformer(nn.Module):
         """Hidden states, output matrix and auxiliary losses of token ids (B, T), T <= the
         position table (callers check: minillm_jax.config.check_sequence_fits). `start`: the
         KV-cache decode mode of `decode`."""
-        cfg, dtype = self.cfg, jnp.dtype(self.execution.compute_dtype)
+        cfg, dtype = self.cfg, compute_dtype(self.execution)
         t = idx.shape[1]
         decode = start is not None
         embed = lambda n, name: nn.Embed(  # noqa: E731

@@ -55,8 +55,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-Array = jax.Array
+from minillm_jax.precision import compute_dtype
 
+Array = jax.Array
 
 
 def capacity(group_size: int, n_experts: int, top_k: int, factor: float) -> int:
@@ -142,7 +143,7 @@ class MoE(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array) -> tuple[Array, dict[str, Array]]:
-        cfg, dtype = self.cfg, jnp.dtype(self.execution.compute_dtype)
+        cfg, dtype = self.cfg, compute_dtype(self.execution)
         b, t, c = x.shape
         n_exp, k, hidden = cfg.moe_n_experts, cfg.moe_top_k, cfg.expert_hidden
         router = nn.Dense(n_exp, use_bias=False, dtype=jnp.float32, param_dtype=jnp.float32,

@@ -39,14 +39,15 @@ def train(config: ml_collections.ConfigDict | TrainConfig, name: str = "run") ->
     config = build_config(config, name)
     distributed.initialize()
     run = build_run(config)
+    config = run.config  # compute_dtype resolved for the devices
     rundir.prepare_workdir(config.run.workdir)
     checkpointing.quiet_orbax_logs()
     rundir.prepare_run(config.run.workdir, config.run.resume, config.run.overwrite)
     data.ensure_dataset(config.data.dataset, config.data.data_dir)
     log(f"model {config.model.model}: "
         f"{describe_params(run.abstract_state.params, config.model)} | mesh "
-        f"{dict(run.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} device(s) "
-        f"| compute {config.execution.compute_dtype}")
+        f"{dict(run.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} device(s)")
+    log(f"compute dtype: {config.execution.compute_dtype} ({run.compute_dtype_reason})")
     log(f"attention: {run.attention.impl} ({run.attention.reason})")
 
     cache = enable_compilation_cache(config.execution.compilation_cache)

@@ -25,6 +25,7 @@ from tests.conftest import REPO, tiny_config
     ("mesh_data", 0, "config.mesh_data=0 must be -1"),
     ("grad_clip", -1.0, "config.grad_clip=-1.0 must be >= 0"),
     ("residual_dtype", "float16", "config.residual_dtype='float16' is unknown"),
+    ("compute_dtype", "fp16", "config.compute_dtype='fp16' is unknown: use one of ['auto', "),
     ("attention_impl", "flash", "config.attention_impl='flash' is unknown"),
     ("loss_chunk_size", -1, "config.loss_chunk_size=-1 must be >= 0"),
     ("opt", "adafactor", "config.opt='adafactor' is unknown"),
@@ -78,3 +79,37 @@ def test_device_checks():
         C.check_devices(typed, 3)
     with pytest.raises(C.ConfigError, match="config.batch_size=6 is not divisible by the 4"):
         C.check_devices(C.build_config(tiny_config(batch_size=6)), 4)
+
+
+@pytest.mark.parametrize("requested,platform,dtype", [
+    ("auto", "gpu", "bfloat16"), ("auto", "cuda", "bfloat16"), ("auto", "rocm", "bfloat16"),
+    ("auto", "tpu", "bfloat16"), ("auto", "cpu", "float32"), ("auto", "METAL", "float32"),
+    ("float32", "gpu", "float32"), ("float32", "tpu", "float32"), ("bfloat16", "cpu", "bfloat16"),
+])
+def test_compute_dtype_resolution_per_platform(requested, platform, dtype):
+    """auto: bfloat16 on accelerators, float32 on CPU (and anything unknown); an explicit dtype
+    is kept everywhere, with a reason saying which rule chose it."""
+    resolved, reason = C.resolve_compute_dtype(requested, platform)
+    assert resolved == dtype and "\n" not in reason
+    if requested == "auto":
+        assert reason.startswith(f"auto: {dtype}") and platform in reason
+        if dtype == "bfloat16":
+            assert "--config.compute_dtype=float32" in reason  # how to force float32
+    else:
+        assert reason == f"compute_dtype={requested} in the config"
+    execution = C.ExecutionConfig(compute_dtype=requested)
+    assert execution.for_platform(platform).compute_dtype == dtype
+    resolved_execution = execution.for_platform(platform)
+    assert dataclasses.replace(resolved_execution, compute_dtype=requested) == execution
+
+
+def test_compute_dtype_defaults_to_auto_and_the_run_resolves_it_here():
+    from minillm_jax.build import build_run
+
+    assert C.base_defaults()["compute_dtype"] == "auto"
+    run = build_run(C.build_config(tiny_config()))  # nothing is compiled
+    assert run.config.execution.compute_dtype == "float32"  # this machine is a CPU
+    assert run.compute_dtype_reason.startswith("auto: float32 on cpu")
+    forced = build_run(C.build_config(tiny_config(compute_dtype="bfloat16")))
+    assert forced.config.execution.compute_dtype == "bfloat16"
+    assert forced.abstract_state.params["wte"]["embedding"].dtype == "float32"

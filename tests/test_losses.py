@@ -8,7 +8,9 @@ import pytest
 from minillm_jax.losses import cross_entropy, fused_linear_cross_entropy
 
 
-@pytest.mark.parametrize("n,chunk", [(64, 16), (50, 16)])  # 50: a padded last chunk
+# 50 with 16: 5 chunks of 10; 528 (66 x 8, as best.py's 66 x 512) with 64: 11 chunks of 48;
+# 53 (a prime) with 16: 4 chunks of 14, the last padded
+@pytest.mark.parametrize("n,chunk", [(64, 16), (50, 16), (528, 64), (53, 16)])
 def test_fused_matches_plain_float32(n, chunk):
     h = jax.random.normal(jax.random.key(0), (n, 32))
     w = jax.random.normal(jax.random.key(1), (300, 32)) * 0.3
@@ -20,6 +22,30 @@ def test_fused_matches_plain_float32(n, chunk):
     assert float(v2) == pytest.approx(float(v1), rel=1e-6)
     for a, b in zip(g1, g2):
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("n,requested,expected", [
+    (66 * 512, 4096, 3072),  # best.py: 11 chunks of 3,072 (not 9 of 4,096 with 3,072 padding rows)
+    (32 * 512, 4096, 4096),  # divisible: the request
+    (8 * 128, 128, 128),     # configs/demo.py
+    (100, 4096, 100),        # fewer tokens than a chunk: one chunk
+    (100, 0, 100),           # 0: all at once
+    (1536, 1000, 768),       # the largest divisor up to the request
+    (8191, 4096, 4096),      # a prime: no useful divisor, 2 chunks (1 padding row)
+    (2 * 4099, 4096, 2733),  # only the divisor 2 below 4096: 3 equal chunks, not 4099 of 2
+])
+def test_chunk_size_divides_the_tokens_when_it_can(n, requested, expected):
+    from minillm_jax.losses import chunk_size
+
+    chunk = chunk_size(n, requested)
+    assert chunk == expected
+    n_chunks = -(-n // chunk)
+    if n % chunk:  # padding only without a divisor of at least half the request, and then
+        assert n_chunks == -(-n // requested)  # the fewest chunks, each padded at most one row
+        assert n_chunks * chunk - n < n_chunks
+        assert not any(n % d == 0 for d in range(max(requested // 2, 1), requested + 1))
+    else:  # no padding, and no chunk larger than requested (one chunk if that holds all)
+        assert chunk <= requested or chunk == n
 
 
 def test_fused_bf16_close_to_float32():
@@ -36,7 +62,7 @@ def test_fused_bf16_close_to_float32():
     assert float(jnp.max(jnp.abs(gw16 - gw32))) < 2e-2 * float(jnp.max(jnp.abs(gw32)))
 
 
-@pytest.mark.parametrize("n,chunk", [(64, 16), (50, 16), (50, 0)])
+@pytest.mark.parametrize("n,chunk", [(64, 16), (50, 16), (53, 16), (50, 0)])
 def test_chunked_eval_losses_and_hits_match_plain(n, chunk):
     """Forward-only per-token loss and argmax hits over chunks == the plain logits' (padded last
     chunk and no chunking included)."""

@@ -41,9 +41,11 @@ def matrix_mask(params: Any) -> Any:
 
 
 def _base_optimizer(config: OptimConfig, schedule: optax.Schedule,
-                    tail: list[optax.GradientTransformation]) -> optax.GradientTransformation:
+                    tail: list[optax.GradientTransformation], matmul_dtype: str,
+                    ) -> optax.GradientTransformation:
     """config.opt without clipping; `tail` (the plateau scale) is applied to its lr-scaled
-    updates (inside schedule-free's base optimizer for sfadamw)."""
+    updates (inside schedule-free's base optimizer for sfadamw). `matmul_dtype`: Muon's
+    Newton-Schulz iterations."""
     opt, wd = config.opt, config.weight_decay
     if opt == "adamw":
         tx = optax.adamw(schedule, b1=config.beta1, b2=config.beta2, eps=config.eps,
@@ -68,7 +70,7 @@ def _base_optimizer(config: OptimConfig, schedule: optax.Schedule,
                   ns_steps=config.muon_ns_steps,
                   weight_decay=config.muon_weight_decay,
                   adam_b1=config.beta1, adam_b2=config.beta2, adam_eps=config.eps,
-                  adam_weight_decay=wd, adam_mask=decay_mask)
+                  adam_weight_decay=wd, adam_mask=decay_mask, ns_dtype=matmul_dtype)
     elif opt == "sfadamw":
         # optax.contrib.schedule_free_adamw without its built-in warm-up and with the decay mask:
         # Adam without momentum (the averaging replaces it) inside schedule_free. schedule_free
@@ -86,11 +88,12 @@ def _base_optimizer(config: OptimConfig, schedule: optax.Schedule,
     return optax.chain(tx, *tail)
 
 
-def build_optimizer(config: OptimConfig, iterations: Any,
+def build_optimizer(config: OptimConfig, iterations: Any, matmul_dtype: str = "float32",
                     ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Returns (optimizer, base lr schedule) for a run of `iterations` steps (the schedule's
     horizon: a number, or a traced scalar inside the train step); clipping by global norm first
-    when grad_clip > 0. The optimizer state's structure does not depend on the horizon.
+    when grad_clip > 0. The optimizer state's structure depends on neither the horizon nor
+    `matmul_dtype` (the run's compute dtype: the dtype of Muon's Newton-Schulz matmuls).
 
     With a plateau scale the lr applied is schedule(step) * lr_scale(opt_state): log
     minillm_jax.optim.current_lr(opt_state, schedule, step).
@@ -98,7 +101,7 @@ def build_optimizer(config: OptimConfig, iterations: Any,
     try:
         schedule = build_schedule(config, iterations)
         tail = [plateau_from_config(config)] if config.uses_plateau else []
-        tx = _base_optimizer(config, schedule, tail)
+        tx = _base_optimizer(config, schedule, tail, matmul_dtype)
     except ConfigError:
         raise
     except ValueError as e:  # a schedule that cannot fit this horizon, with its own message
