@@ -87,12 +87,13 @@ def benchmark(config: TrainConfig | ml_collections.ConfigDict, steps: int = 5, w
     params = run.abstract_state.params
     fpt = model_flops_per_token(params, config.model)
     tokens_per_step = int(np.prod(shape))
-    peak = peak_flops(config.execution.compute_dtype)
+    peak = peak_flops(run.config.execution.compute_dtype)  # auto resolved for the device
     n_dev = jax.device_count()
     tps = tokens_per_step / step_time
     return {"params": active_params(params, config.model), "flops_per_token": fpt,
             "compile_s": compile_s, "step_time_s": step_time, "tokens_per_s": tps,
             "devices": n_dev, "device_kind": jax.devices()[0].device_kind,
+            "compute_dtype": run.config.execution.compute_dtype,
             "peak_flops_per_device": peak.flops, "peak_source": peak.source,
             "mfu": mfu(tps, fpt, peak.flops, n_dev), "loss": float(metrics["loss"])}
 
@@ -135,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _print_benchmark(c: ml_collections.ConfigDict, steps: int, warmup: int) -> None:
     r = benchmark(c, steps=steps, warmup=warmup)
     print(f"model {c.model} L{c.n_layer} C{c.n_embd} H{c.n_head} T{c.sequence_length} "
-          f"batch {c.batch_size}x{c.acc_steps} {c.compute_dtype} on {r['devices']} device(s)")
+          f"batch {c.batch_size}x{c.acc_steps} {r['compute_dtype']} on {r['devices']} device(s)")
     print(f"parameters        {r['params']:,}")
     print(f"FLOPs per token   {r['flops_per_token']:.4g}")
     print(f"compile time      {r['compile_s']:.1f} s")
