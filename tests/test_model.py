@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from minillm_jax import layers as L
 from minillm_jax import model as M
 
 
@@ -84,8 +85,8 @@ def test_causal(name):
 def test_rope_is_interleaved_complex_rotation():
     """RoPE equals multiplying complex pairs (x[2j] + i x[2j+1]) by exp(i t theta_j)."""
     x = jax.random.normal(jax.random.key(0), (1, 8, 2, 16))
-    cos, sin = M.rope_tables(8, 16, 10000.0)
-    out = np.asarray(M.apply_rope(x, cos, sin))
+    cos, sin = L.rope_tables(8, 16, 10000.0)
+    out = np.asarray(L.apply_rope(x, cos, sin))
     xc = np.asarray(x[..., 0::2]) + 1j * np.asarray(x[..., 1::2])
     freqs = 1.0 / 10000.0 ** (np.arange(0, 16, 2) / 16)
     rot = xc * np.exp(1j * np.arange(8)[None, :, None, None] * freqs)
@@ -95,12 +96,12 @@ def test_rope_is_interleaved_complex_rotation():
 
 def test_layernorm_and_rmsnorm_eps():
     x = jax.random.normal(jax.random.key(0), (2, 5, 32)) * 3 + 1
-    ln = M.LayerNorm(1e-5, False, jnp.float32)
+    ln = L.LayerNorm(1e-5, False, jnp.float32)
     y = ln.apply(ln.init(jax.random.key(0), x), x)
     xn = np.asarray(x)
     ref = (xn - xn.mean(-1, keepdims=True)) / np.sqrt(xn.var(-1, keepdims=True) + 1e-5)
     np.testing.assert_allclose(y, ref, rtol=1e-5, atol=1e-5)
-    rms = M.RMSNorm(1e-5)
+    rms = L.RMSNorm(1e-5)
     y = rms.apply(rms.init(jax.random.key(0), x), x)
     np.testing.assert_allclose(y, xn / np.sqrt((xn**2).mean(-1, keepdims=True) + 1e-5),
                                rtol=1e-5, atol=1e-5)
@@ -218,7 +219,7 @@ def test_relu2_mlp_matches_a_reference_computation():
     cfg = M.ModelConfig(model="llama", n_layer=1, n_embd=32, n_head=4, vocab_size=128,
                         sequence_length=16, mlp_activation="relu2")
     assert cfg.mlp_hidden == 128  # 4C, like GPT's MLP
-    mlp = M.MLP(cfg, M.ExecutionConfig(), train=False)
+    mlp = L.MLP(cfg, M.ExecutionConfig(), train=False)
     x = jax.random.normal(jax.random.key(0), (2, 5, 32))
     params = mlp.init(jax.random.key(1), x)["params"]
     got = mlp.apply({"params": params}, x)

@@ -29,7 +29,7 @@ import ml_collections
 from minillm_jax import config as config_lib
 from minillm_jax.config import TrainConfig, build_config
 from minillm_jax.export.architectures import LLM_BASELINES
-from minillm_jax.export.core import export_arrays, import_arrays, model_config
+from minillm_jax.export.core import export_arrays, import_arrays
 from minillm_jax.export.errors import ConversionError
 
 FORMAT = LLM_BASELINES
