@@ -68,7 +68,7 @@ class Run:
         """The jitted (not yet compiled) step(state, batch, horizon): `horizon` is the lr
         schedule's length in steps, an int32 scalar."""
         step = make_train_step(self.model, functools.partial(build_optimizer, self.config.optim),
-                               self.config.execution.loss_chunk_size)
+                               self.config.execution.loss_chunk_size)  # (horizon, step)
         replicated = sharding.replicated(self.mesh)
         return jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding, replicated),
                        out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))
