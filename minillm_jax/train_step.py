@@ -123,8 +123,8 @@ def make_eval_step(model: Transformer, loss_chunk_size: int = 0) -> Callable:
     Forward only and deterministic (no dropout, including attention dropout, unlike
     llm-baselines' eval). loss_chunk_size > 0 computes the output layer, loss and accuracy over
     chunks of that many tokens (minillm_jax.losses.token_losses_and_hits), as training does.
-    Accuracy is argmax over all vocab_size logits, as in llm-baselines; a tie of the k largest
-    logits counts 1/k (a uniform model scores 1/vocab_size, not 100%). Models with auxiliary
+    Accuracy is argmax over all vocab_size logits, as in llm-baselines; a tie for the largest
+    logit is a miss (a uniform model scores 0, not 100%). Models with auxiliary
     statistics (MoE: moe_aux_loss, moe_z_loss, moe_dropped_frac, moe_load_e0..) also return
     them per batch; the Evaluator averages them over batches. They cover every token of the
     batch, padding included.

@@ -220,3 +220,24 @@ def test_lr_logged_after_skipped_steps_is_the_schedule_at_the_step(tmp_path, sha
     assert [r["skipped_steps"] for r in read_metrics(config.workdir) if "lr" in r][-1] == 1
     loop = checkpointing.RunCheckpoints(config.workdir).loop_state(12)
     assert loop["skipped_steps"] == 1
+
+
+def test_params_only_resume_applies_the_schedule_at_its_step(tmp_path, shakespeare_dir, world):
+    """Imported weights saved at step 6 (no optimizer state: its count restarts at 0) resume
+    with the lr of step 6 onward, as logged; the decay ends at the horizon."""
+    import jax
+
+    from minillm_jax.config import build_config
+    from minillm_jax.model import build_model, init_params
+    from minillm_jax.optim import build_schedule
+
+    config = _config(shakespeare_dir, tmp_path / "run", iterations=12)
+    typed = build_config(config)
+    params = init_params(build_model(typed.model), jax.random.PRNGKey(3))
+    checkpointing.save_params(config.workdir, config, params, step=6)
+    train(config)
+    schedule = build_schedule(typed.optim, config.iterations)
+    logged = {r["step"]: r["lr"] for r in read_metrics(config.workdir) if "lr" in r}
+    assert sorted(logged) == list(range(7, 13))
+    for step, lr in logged.items():
+        assert lr == pytest.approx(float(schedule(step - 1)), rel=1e-6), step
