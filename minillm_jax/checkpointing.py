@@ -634,6 +634,10 @@ def restore_params(workdir: str, step: int, target: Any) -> Any:
     args = {"params": ocp.args.StandardRestore(target)}
     if "fingerprint" in _present_items(manager, step):
         args["fingerprint"] = ocp.args.JsonRestore()
+    else:
+        warnings.warn(f"checkpoint {step_dir(workdir, step)} has no checksums (saved by an older "
+                      "version): flipped bytes in its parameters cannot be detected",
+                      CheckpointWarning, stacklevel=2)
     try:
         restored = manager.restore(step, args=ocp.args.Composite(**args))
         expected = restored.get("fingerprint") if "fingerprint" in args else None
