@@ -556,15 +556,20 @@ def _part_collecting(cls: type, flat: dict[str, Any], defaults: Mapping[str, Any
     reported at once). Returns None if the part cannot be built."""
     names = {f.name for f in dataclasses.fields(cls)}
     values = {k: v for k, v in flat.items() if k in names}
+    replaced: set[str] = set()
     for _ in range(len(names) + 1):
         try:
             return cls(**values)
         except ConfigError as err:
-            errors.append(str(err))
             field = err.field
+            if field in replaced:
+                return None  # the same check fails with the default: another field's fault,
+                # already reported (e.g. n_embd not divisible by n_head)
+            errors.append(str(err))
             if field not in values or values[field] == defaults.get(field):
                 return None  # not one field's fault (or its default fails): no further checks
             values[field] = defaults[field]
+            replaced.add(field)
     return None
 
 
