@@ -684,11 +684,15 @@ def save_params(workdir: str, config: TrainConfig | ml_collections.ConfigDict, p
     seed = config.run.seed if isinstance(config, TrainConfig) else config.seed
     train_item = {"step": jnp.asarray(step, jnp.int32),
                   "rng": jax.random.PRNGKey(seed)}
+    saved_config = config.to_dict()  # as given: imported weights' config
+    sums: dict[str, Any] = dict(fingerprints({"params": params, "train": train_item}))
+    sums["json"] = {"config": json_digest(saved_config)}
+    sums["items"] = ["config", "params", "train"]
     items = {
         "params": ocp.args.StandardSave(params),
         "train": ocp.args.StandardSave(train_item),
-        "config": ocp.args.JsonSave(config.to_dict()),  # as given: imported weights' config
-        "fingerprint": ocp.args.JsonSave(fingerprints({"params": params, "train": train_item})),
+        "config": ocp.args.JsonSave(saved_config),
+        "fingerprint": ocp.args.JsonSave(sums),
     }
     manager.save(step, args=ocp.args.Composite(**items), force=True)
     manager.wait_until_finished()

@@ -246,3 +246,23 @@ def test_checkpoints_move_between_process_counts(runs, shakespeare_dir, env):
     # the two processes continued from the data position of the one-process checkpoint
     assert all(np.array_equal(a, b) for a, b in zip(
         _rows(one_to_two, 2), _rows(one, 1)[SAVE_AT:], strict=True))
+
+
+def test_a_coordinator_port_taken_meanwhile_is_retried(tmp_path, shakespeare_dir, env,
+                                                       monkeypatch):
+    """The port chosen for the coordinator is taken by someone else before it binds (here: a
+    socket this test holds): that start fails, and the run starts again on another port."""
+    held = socket.socket(socket.AF_INET6)
+    held.bind(("::", 0))
+    held.listen()
+    ports = iter([held.getsockname()[1]])
+    real = _free_port
+    monkeypatch.setattr(sys.modules[__name__], "_free_port", lambda: next(ports, None) or real())
+    try:
+        run = _Run(env, shakespeare_dir, str(tmp_path / "run"), 2, iterations=2, eval_freq=2,
+                   save_every=2)
+        _wait(run)
+    finally:
+        held.close()
+    assert run.retries == 1
+    assert "step 2/2" in run.output(0)
