@@ -202,6 +202,7 @@ class TrainLoop:
         self.finite_in_a_row = 0
         self.finite_since_rollback = 0
         self.last_loss = float("nan")
+        self.save_skipped = False  # a save was skipped in the current non-finite streak
         self.rolled_back_to: int | None = None
         self.good: int | None = None  # the last known good checkpoint: the rollback target
         self.unconfirmed: list[int] = []  # checkpoints saved since, not yet known good
@@ -317,6 +318,7 @@ class TrainLoop:
             self.unconfirmed = [s for s in self.unconfirmed if s > step]
         else:
             self.nonfinite_in_a_row = 0
+            self.save_skipped = False
             self.finite_in_a_row += 1
             self.finite_since_rollback += 1
             self._confirm(step)
@@ -424,7 +426,10 @@ class TrainLoop:
         must not become a resume point. Returns whether a save started."""
         self._flush()  # logged before the checkpoint, so a resume never repeats it
         if self.nonfinite_in_a_row or (val_loss is not None and not math.isfinite(val_loss)):
-            log(f"step {step}: no checkpoint saved (the last step or evaluation was not finite)")
+            if not self.save_skipped:  # once per streak
+                self.save_skipped = True
+                log(f"step {step}: no checkpoint saved (the last step or evaluation was not "
+                    "finite); none until the steps are finite again")
             return False
         metrics = {checkpointing.BEST_METRIC: val_loss} if val_loss is not None else None
         with self.progress.paused():
