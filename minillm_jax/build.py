@@ -71,7 +71,8 @@ class Run:
         schedule's length in steps, an int32 scalar."""
         optimizer = functools.partial(build_optimizer, self.config.optim,
                                       matmul_dtype=self.config.execution.compute_dtype)
-        step = make_train_step(self.model, optimizer, self.config.execution.loss_chunk_size)
+        step = make_train_step(self.model, optimizer,
+                               self.config.execution.loss_chunk_size)  # optimizer(horizon, step)
         replicated = sharding.replicated(self.mesh)
         return jax.jit(step, in_shardings=(self.state_shardings, self.batch_sharding, replicated),
                        out_shardings=(self.state_shardings, replicated), donate_argnums=(0,))

@@ -7,11 +7,13 @@ Items per step (one orbax step holds them all, so a restore never mixes model an
                fold_in(rng, step), so a resumed run draws the same masks)
   data         the training data loader state (JSON: the next global micro-batch index)
   config       the resolved run config (JSON)
-  fingerprint  per-array checksums of params / opt_state / train (JSON), checked on restore:
-               orbax detects truncated or missing files, but not flipped bytes inside a chunk
+  fingerprint  per-array checksums of params / opt_state / train, SHA-256 digests of the JSON
+               items (data, config, loop) and the list of items saved (JSON), all checked on
+               restore: orbax detects truncated or missing files, but not flipped bytes inside
+               a chunk or a changed digit in a JSON file
   metrics      {val_loss} of checkpoints saved at a periodic eval (only with keep_best)
-  loop         the training loop's own state (JSON: the time budget's clock and horizon), when
-               it has any
+  loop         the training loop's own state (JSON: skipped steps so far; the time budget's clock
+               and horizon)
 
 Writes are atomic: orbax writes <step>.orbax-checkpoint-tmp-*/ and renames it to <step>/ once
 every item is committed, so a run killed mid-save leaves the previous checkpoints intact (the tmp
@@ -20,18 +22,22 @@ committed. Saves are asynchronous: `save` copies the arrays to host memory and r
 files are written by a background thread while training continues.
 
 `RunCheckpoints` is what the trainer uses (resume with fallback past unreadable checkpoints,
-refusal of a checkpoint saved for another model, write errors reported with the checkpoints that
-are kept); `load_config` / `load_params` / `save_params` serve the CLIs and the converters.
+decided once for all processes; refusal of a checkpoint saved for another model; write errors
+reported with the checkpoints that are kept; a protected last known good step that rotation never
+deletes); `load_config` / `load_params` / `save_params` serve the CLIs and the converters.
 Run-directory housekeeping (paths, starting over, metrics trimming) is minillm_jax/rundir.py.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 import shutil
 import time
 import warnings
-from typing import Any
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -39,10 +45,12 @@ import ml_collections
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocp_managers
 
+from minillm_jax import distributed
 from minillm_jax.config import ConfigError, ModelConfig, TrainConfig, build_config
-from minillm_jax.rundir import UNREADABLE_DIR, checkpoint_dir, step_dir
+from minillm_jax.rundir import DISCARDED_DIR, UNREADABLE_DIR, checkpoint_dir, step_dir
 
 ITEMS = ("params", "opt_state", "train", "data", "config", "fingerprint", "loop")
+JSON_ITEMS = ("data", "config", "loop")
 BEST_METRIC = "val_loss"
 
 class CheckpointError(RuntimeError):
@@ -74,29 +82,47 @@ def _best_metric(metrics: Any) -> float:
     return float("inf") if value is None else float(value)
 
 
-def _preservation_policy(keep: int, keep_best: bool) -> Any:
+@dataclasses.dataclass
+class KeepSteps:
+    """An orbax preservation policy keeping the steps in `steps`, a set the trainer updates
+    while the run goes on (orbax's CustomSteps takes a fixed list): the last known good
+    checkpoint, the rollback target, survives any number of newer checkpoints."""
+
+    steps: set[int] = dataclasses.field(default_factory=set)
+
+    def should_preserve(self, checkpoints: Sequence[Any], *, context: Any) -> Sequence[bool]:
+        del context
+        kept = set(self.steps)
+        return [info.step in kept for info in checkpoints]
+
+
+def _preservation_policy(keep: int, keep_best: bool, protected: KeepSteps | None = None) -> Any:
     """The newest `keep` checkpoints (all if keep <= 0), plus with keep_best the one with the
-    lowest periodic validation loss. The newest checkpoint is always kept, so resuming always
-    continues from the newest step."""
+    lowest periodic validation loss, plus the `protected` steps. The newest checkpoint is always
+    kept, so resuming always continues from the newest step."""
     latest = ocp_managers.LatestN(n=keep if keep and keep > 0 else None)
-    if not keep_best:
-        return latest
-    best = ocp_managers.BestN(get_metric_fn=_best_metric, reverse=True, n=1,
-                              keep_checkpoints_without_metrics=False)
-    return ocp_managers.AnyPreservationPolicy([latest, best])
+    policies = [latest]
+    if keep_best:
+        policies.append(ocp_managers.BestN(get_metric_fn=_best_metric, reverse=True, n=1,
+                                           keep_checkpoints_without_metrics=False))
+    if protected is not None:
+        policies.append(protected)
+    return policies[0] if len(policies) == 1 else ocp_managers.AnyPreservationPolicy(policies)
 
 
 def make_manager(workdir: str, keep: int = 3, async_save: bool = True, keep_best: bool = False,
-                 cleanup_tmp: bool = False, create: bool = True) -> ocp.CheckpointManager:
+                 cleanup_tmp: bool = False, create: bool = True,
+                 protected: KeepSteps | None = None) -> ocp.CheckpointManager:
     """An orbax CheckpointManager for <workdir>/checkpoints with this module's items.
 
     keep: newest checkpoints kept (<= 0: all); keep_best: also keep the checkpoint with the lowest
-    `val_loss` passed as `metrics` to `save`; cleanup_tmp: delete unfinished saves of earlier runs.
+    `val_loss` passed as `metrics` to `save`; cleanup_tmp: delete unfinished saves of earlier runs;
+    protected: steps never deleted by rotation (a set that may change while the manager lives).
     """
     quiet_orbax_logs()
     options = ocp.CheckpointManagerOptions(
         create=create, enable_async_checkpointing=async_save, cleanup_tmp_directories=cleanup_tmp,
-        preservation_policy=_preservation_policy(keep, keep_best),
+        preservation_policy=_preservation_policy(keep, keep_best, protected),
         best_fn=_best_metric if keep_best else None, best_mode="min")
     return ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=_item_handlers(),
                                  options=options)
@@ -155,9 +181,16 @@ def _state_fingerprints(state: Any) -> dict[str, dict[str, int]]:
     return fingerprints(trees)
 
 
+def json_digest(value: Any) -> str:
+    """SHA-256 of a JSON item's canonical text (what orbax writes reads back as equal JSON)."""
+    text = json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def _check_fingerprints(expected: dict | None, actual: dict[str, dict[str, int]]) -> None:
+    """Raises CheckpointError if an array's checksum differs (expected None: not checked)."""
     if not expected:
-        return  # written before fingerprints existed
+        return
     for item, sums in actual.items():
         saved = expected.get(item)
         if saved is None:
@@ -169,12 +202,26 @@ def _check_fingerprints(expected: dict | None, actual: dict[str, dict[str, int]]
                                   " the files are corrupted")
 
 
+def _check_items(expected: dict, present: set[str], json_items: dict[str, Any]) -> None:
+    """The items saved are all there and each JSON item matches its saved digest."""
+    saved = expected.get("items")
+    if saved is not None:
+        missing = sorted(set(saved) - present)
+        if missing:
+            raise CheckpointError(f"items {missing} are missing: the checkpoint is incomplete")
+    for name, digest in (expected.get("json") or {}).items():
+        if name not in json_items or json_digest(json_items[name]) != digest:
+            raise CheckpointError(f"{name} does not match its checksum: the file is corrupted")
+
+
 # --------------------------------------------------------------------------------------------
 # Save / restore of one step
 
 
-def _describe(err: BaseException) -> str:
+def _describe(err: BaseException | str) -> str:
     """One line for an I/O error (orbax and tensorstore errors can be pages long)."""
+    if isinstance(err, str):
+        return err
     if isinstance(err, OSError) and err.strerror:
         return f"{err.strerror}: {err.filename}" if err.filename else err.strerror
     full = str(err).strip()
@@ -199,18 +246,22 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, data_state: dict
     # devices from separate pool tasks, so collective programs launched from two Python threads
     # can run in a different order on different devices. Each device then waits in a rendezvous
     # for a program the other devices have not reached, and XLA aborts after 40 s.
+    json_items = {"config": build_config(config).to_dict()}
+    if data_state is not None:
+        json_items["data"] = data_state
+    if loop_state:
+        json_items["loop"] = loop_state
+    sums: dict[str, Any] = dict(_state_fingerprints(state))
+    sums["json"] = {name: json_digest(value) for name, value in json_items.items()}
     items = {
         "params": ocp.args.StandardSave(state.params),
         "train": ocp.args.StandardSave({"step": state.step, "rng": state.rng}),
-        "config": ocp.args.JsonSave(build_config(config).to_dict()),
-        "fingerprint": ocp.args.JsonSave(_state_fingerprints(state)),
+        **{name: ocp.args.JsonSave(value) for name, value in json_items.items()},
     }
     if state.opt_state is not None:
         items["opt_state"] = ocp.args.StandardSave(state.opt_state)
-    if data_state is not None:
-        items["data"] = ocp.args.JsonSave(data_state)
-    if loop_state:
-        items["loop"] = ocp.args.JsonSave(loop_state)
+    sums["items"] = sorted(items)
+    items["fingerprint"] = ocp.args.JsonSave(sums)
     manager.save(step, args=ocp.args.Composite(**items), metrics=metrics, force=True)
 
 
@@ -219,26 +270,61 @@ def _present_items(manager: ocp.CheckpointManager, step: int) -> set[str]:
     return {name for name in ITEMS if os.path.isdir(os.path.join(path, name))}
 
 
-def restore_state(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
-                  ) -> tuple[Any, dict | None]:
-    """Restores (state, data_state) onto the shardings carried by `abstract_state` and checks
-    the arrays against the saved fingerprints. opt_state is None for a params-only checkpoint."""
+class Restored(NamedTuple):
+    """A checkpoint read back: the state, the data loader position, the loop state, the step."""
+
+    state: Any
+    data_state: dict | None
+    loop_state: dict | None
+    step: int
+
+
+def _read_state(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> dict:
+    """Every item of checkpoint `step` (arrays onto `abstract_state`'s shardings); no checks."""
     as_restore = lambda tree: ocp.args.StandardRestore(tree)  # noqa: E731
     present = _present_items(manager, step)
     args = {"params": as_restore(abstract_state.params),
             "train": as_restore({"step": abstract_state.step, "rng": abstract_state.rng})}
     if "opt_state" in present:
         args["opt_state"] = as_restore(abstract_state.opt_state)
-    for name in ("data", "fingerprint"):
+    for name in (*JSON_ITEMS, "fingerprint"):
         if name in present:
             args[name] = ocp.args.JsonRestore()
-    restored = manager.restore(step, args=ocp.args.Composite(**args))
+    restored = dict(manager.restore(step, args=ocp.args.Composite(**args)))
+    restored["_present"] = present
+    return restored
+
+
+def _verify_state(restored: dict, abstract_state: Any, step: int, where: str) -> Restored:
+    """Checks what _read_state read against the saved fingerprints (a collective computation:
+    every process runs it) and returns it. A checkpoint without fingerprints (written before
+    they existed) is accepted with a CheckpointWarning naming what cannot be checked."""
     state = abstract_state.replace(
         params=restored["params"], step=restored["train"]["step"], rng=restored["train"]["rng"],
-        opt_state=restored["opt_state"] if "opt_state" in args else None)
-    _check_fingerprints(restored["fingerprint"] if "fingerprint" in args else None,
-                        _state_fingerprints(state))
-    return state, restored["data"] if "data" in args else None
+        opt_state=restored.get("opt_state"))
+    expected = restored.get("fingerprint")
+    json_items = {name: restored[name] for name in JSON_ITEMS if name in restored}
+    if not expected:
+        warnings.warn(f"checkpoint {where} has no checksums (saved by an older version): flipped "
+                      "bytes in its arrays, data position, config or loop state cannot be "
+                      "detected", CheckpointWarning, stacklevel=3)
+    else:
+        _check_fingerprints(expected, _state_fingerprints(state))
+        _check_items(expected, restored["_present"], json_items)
+        if "json" not in expected:
+            warnings.warn(f"checkpoint {where} has checksums of its arrays only (saved by an "
+                          "older version): a changed data position, config or loop state "
+                          "cannot be detected", CheckpointWarning, stacklevel=3)
+    return Restored(state, json_items.get("data"), json_items.get("loop"), int(step))
+
+
+def restore_state(manager: ocp.CheckpointManager, step: int, abstract_state: Any,
+                  ) -> tuple[Any, dict | None]:
+    """Restores (state, data_state) onto the shardings carried by `abstract_state` and checks
+    every item against the saved fingerprints. opt_state is None for a params-only checkpoint."""
+    restored = _verify_state(_read_state(manager, step, abstract_state), abstract_state, step,
+                             os.path.join(str(manager.directory), str(int(step))))
+    return restored.state, restored.data_state
 
 
 def _restore_config(manager: ocp.CheckpointManager, step: int) -> dict:
@@ -320,14 +406,17 @@ def check_compatible(manager: ocp.CheckpointManager, step: int, abstract_state: 
 
 
 class RunCheckpoints:
-    """The checkpoints of one training run: resume, periodic and final saves, error reporting."""
+    """The checkpoints of one training run: resume, periodic and final saves, error reporting,
+    and `protected`: steps rotation never deletes (the trainer's last known good checkpoint)."""
 
     def __init__(self, workdir: str, *, keep: int = 3, keep_best: bool = False,
                  async_save: bool = True):
         self.workdir, self.directory = workdir, checkpoint_dir(workdir)
+        self.protected = KeepSteps()
         try:
             self.manager = make_manager(workdir, keep=keep, async_save=async_save,
-                                        keep_best=keep_best, cleanup_tmp=True)
+                                        keep_best=keep_best, cleanup_tmp=True,
+                                        protected=self.protected)
         except OSError as err:
             raise CheckpointError(f"cannot use {self.directory} for checkpoints "
                                   f"({_describe(err)})") from None
@@ -340,6 +429,12 @@ class RunCheckpoints:
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
+
+    def protect(self, step: int | None) -> None:
+        """Keeps `step` (and no other protected step) through rotation; None protects none."""
+        self.protected.steps.clear()
+        if step is not None:
+            self.protected.steps.add(int(step))
 
     def _write_error(self, step: int, err: BaseException) -> CheckpointError:
         try:
@@ -390,50 +485,86 @@ class RunCheckpoints:
             loop=ocp.args.JsonRestore()))
         return restored["loop"]
 
-    def _set_aside(self, step: int, err: BaseException, used: int) -> None:
+    def _move(self, step: int, into: str) -> str:
+        """Moves checkpoint `step` to <workdir>/<into>/<step>-<time> (process 0 moves; every
+        process waits for it); returns the new path."""
         source = step_dir(self.workdir, step)
-        target = os.path.join(os.path.dirname(self.directory), UNREADABLE_DIR,
+        target = os.path.join(os.path.dirname(self.directory), into,
                               f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
-        warnings.warn(f"checkpoint {source} is unreadable ({_describe(err)}); moved it to "
-                      f"{target} and resuming from step {used} instead", CheckpointWarning,
-                      stacklevel=3)
         if jax.process_index() == 0:
             os.makedirs(os.path.dirname(target), exist_ok=True)
             shutil.move(source, target)
         if jax.process_count() > 1:
             from jax.experimental import multihost_utils
 
-            multihost_utils.sync_global_devices(f"minillm_checkpoint_set_aside_{step}")
+            multihost_utils.sync_global_devices(f"minillm_checkpoint_move_{into}_{step}")
+        return target
 
-    def restore_latest(self, abstract_state: Any, config: TrainConfig,
-                       ) -> tuple[Any, dict | None, int] | None:
-        """(state, data_state, step) of the newest readable checkpoint, None if there is none.
+    def discard_after(self, step: int | None) -> list[str]:
+        """Moves every checkpoint newer than `step` (all with None) to <workdir>/
+        checkpoints_discarded (not deleted): checkpoints of a trajectory a rollback abandoned,
+        never confirmed good. Returns where they went."""
+        self.wait()
+        moved = [self._move(s, DISCARDED_DIR) for s in self.steps()
+                 if step is None or s > step]
+        if moved:
+            self.manager.reload()
+        return moved
+
+    def restore_newest(self, abstract_state: Any, config: TrainConfig, at_most: int | None = None,
+                       ) -> Restored | None:
+        """The newest readable checkpoint (at most step `at_most`), None if there is none.
 
         A checkpoint saved for another model raises CheckpointError. Unreadable checkpoints
-        (corrupted, truncated: a read error or a fingerprint mismatch) are skipped; once an older
-        one restores, the skipped ones are moved to <workdir>/checkpoints_unreadable (not
-        deleted) with a CheckpointWarning naming them, so the resumed run can write those steps
-        again. If none restores, CheckpointError lists the errors and nothing is moved.
+        (corrupted, truncated, incomplete: a read error, a missing item or a checksum mismatch
+        of any item) are skipped; once an older one restores, the skipped ones are moved to
+        <workdir>/checkpoints_unreadable (not deleted) with a CheckpointWarning naming them, so
+        the resumed run can write those steps again. If none restores, CheckpointError lists the
+        errors and nothing is moved.
+
+        In multi-process runs every step is accepted or skipped by all processes together: each
+        process reads its shards, then one decision (all read it) is taken for all before the
+        checksums (a computation over all processes) are checked, and only then is anything
+        moved. A process that cannot read a shard never picks another step than the others.
         """
-        failed: list[tuple[int, BaseException]] = []
+        failed: list[tuple[int, BaseException | str]] = []
         for step in reversed(self.steps()):
+            if at_most is not None and step > at_most:
+                continue
+            restored, error = None, None
             try:
                 check_compatible(self.manager, step, abstract_state, config)
-            except CheckpointError:
-                raise
+            except CheckpointError as err:
+                error = err  # another model: the same on every process (same files)
             except Exception as err:  # noqa: BLE001 - unreadable config or metadata
-                failed.append((step, err))
+                error = err
+            if error is None:
+                try:
+                    restored = _read_state(self.manager, step, abstract_state)
+                except Exception as err:  # noqa: BLE001 - unreadable arrays or JSON
+                    error = err
+            # one decision for all processes: 0 read, 1 unreadable, 2 saved for another model
+            code = 2 if isinstance(error, CheckpointError) else int(error is not None)
+            decided = distributed.all_max(code)
+            if decided == 2:
+                raise error if isinstance(error, CheckpointError) else CheckpointError(
+                    f"checkpoint {step_dir(self.workdir, step)} was saved for another model "
+                    "(reported by another process)")
+            if decided:
+                failed.append((step, error if error is not None else
+                               "unreadable on another process"))
                 continue
             try:
-                state, data_state = restore_state(self.manager, step, abstract_state)
-            except Exception as err:  # noqa: BLE001 - unreadable or corrupted arrays
+                result = _verify_state(restored, abstract_state, step, step_dir(self.workdir,
+                                                                                step))
+            except CheckpointError as err:
                 failed.append((step, err))
                 continue
             for bad, err in failed:
                 self._set_aside(bad, err, used=step)
             if failed:
                 self.manager.reload()
-            return state, data_state, step
+            return result
         if failed:
             errors = "; ".join(f"{step_dir(self.workdir, s)}: {_describe(e)}" for s, e in failed)
             raise CheckpointError(
@@ -441,6 +572,19 @@ class RunCheckpoints:
                 "checkpoints away to start over, or pass --config.resume=False "
                 "--config.overwrite=True")
         return None
+
+    def _set_aside(self, step: int, err: BaseException | str, used: int) -> None:
+        source = step_dir(self.workdir, step)
+        target = self._move(step, UNREADABLE_DIR)
+        warnings.warn(f"checkpoint {source} is unreadable ({_describe(err)}); moved it to "
+                      f"{target} and resuming from step {used} instead", CheckpointWarning,
+                      stacklevel=3)
+
+    def restore_latest(self, abstract_state: Any, config: TrainConfig,
+                       ) -> tuple[Any, dict | None, int] | None:
+        """(state, data_state, step) of restore_newest (see there), None if there is none."""
+        restored = self.restore_newest(abstract_state, config)
+        return None if restored is None else (restored.state, restored.data_state, restored.step)
 
     def close(self) -> None:
         try:
@@ -490,6 +634,10 @@ def restore_params(workdir: str, step: int, target: Any) -> Any:
     args = {"params": ocp.args.StandardRestore(target)}
     if "fingerprint" in _present_items(manager, step):
         args["fingerprint"] = ocp.args.JsonRestore()
+    else:
+        warnings.warn(f"checkpoint {step_dir(workdir, step)} has no checksums (saved by an older "
+                      "version): flipped bytes in its parameters cannot be detected",
+                      CheckpointWarning, stacklevel=2)
     try:
         restored = manager.restore(step, args=ocp.args.Composite(**args))
         expected = restored.get("fingerprint") if "fingerprint" in args else None
@@ -536,11 +684,15 @@ def save_params(workdir: str, config: TrainConfig | ml_collections.ConfigDict, p
     seed = config.run.seed if isinstance(config, TrainConfig) else config.seed
     train_item = {"step": jnp.asarray(step, jnp.int32),
                   "rng": jax.random.PRNGKey(seed)}
+    saved_config = config.to_dict()  # as given: imported weights' config
+    sums: dict[str, Any] = dict(fingerprints({"params": params, "train": train_item}))
+    sums["json"] = {"config": json_digest(saved_config)}
+    sums["items"] = ["config", "params", "train"]
     items = {
         "params": ocp.args.StandardSave(params),
         "train": ocp.args.StandardSave(train_item),
-        "config": ocp.args.JsonSave(config.to_dict()),  # as given: imported weights' config
-        "fingerprint": ocp.args.JsonSave(fingerprints({"params": params, "train": train_item})),
+        "config": ocp.args.JsonSave(saved_config),
+        "fingerprint": ocp.args.JsonSave(sums),
     }
     manager.save(step, args=ocp.args.Composite(**items), force=True)
     manager.wait_until_finished()

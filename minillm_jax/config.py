@@ -51,7 +51,20 @@ WSD_SHAPES = ("linear", "cosine", "1-sqrt")
 
 
 class ConfigError(ValueError):
-    """A configuration value that cannot work; the message names the field and the fix."""
+    """A configuration value that cannot work; the message names the field and the fix.
+    `field` is the field's name when the error is about one field."""
+
+    def __init__(self, message: str, field: str | None = None):
+        super().__init__(message)
+        self.field = field if field is not None else _field_named_in(message)
+
+
+def _field_named_in(message: str) -> str | None:
+    """The field a message starts with ("config.lr=..." -> "lr"), if any."""
+    import re
+
+    match = re.match(r"config\.([A-Za-z0-9_]+)", message)
+    return match.group(1) if match else None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -92,21 +105,42 @@ def base_defaults() -> dict[str, Any]:
 
 
 def _fail(field: str, value: Any, expected: str) -> None:
-    raise ConfigError(f"config.{field}={value!r} {expected}")
+    raise ConfigError(f"config.{field}={value!r} {expected}", field)
 
 
 def _positive(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
-        if not value > 0:
-            _fail(name, value, "must be > 0")
+        if not (value > 0 and math.isfinite(value)):
+            _fail(name, value, "must be > 0 (and finite)")
 
 
 def _non_negative(obj: Any, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
-        if not value >= 0:
-            _fail(name, value, "must be >= 0")
+        if not (value >= 0 and math.isfinite(value)):
+            _fail(name, value, "must be >= 0 (and finite)")
+
+
+def _type_error(name: str, value: Any, default: Any) -> str | None:
+    """Why `value` cannot stand for a field whose configs/base.py default is `default` (None if
+    it can): a bool, an integer, a finite number or a string, as the default is."""
+    if isinstance(default, bool):
+        ok, want = isinstance(value, bool), "True or False"
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+        want = "an integer"
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            return f"config.{name}={value!r} must be a finite number"
+        want = "a number"
+    elif isinstance(default, str):
+        ok, want = isinstance(value, str), "a string"
+    else:
+        return None
+    return None if ok else (f"config.{name}={value!r} must be {want} (got "
+                            f"{type(value).__name__})")
 
 
 def _in_range(obj: Any, name: str, low: float, high: float, *, low_open: bool = False,
@@ -510,17 +544,55 @@ def build_config(source: ml_collections.ConfigDict | Mapping[str, Any] | TrainCo
     if isinstance(source, TrainConfig):
         return source
     flat = source.to_dict() if isinstance(source, ml_collections.ConfigDict) else dict(source)
-    known = set(base_defaults())
-    unknown = sorted(set(flat) - known)
-    if unknown:
-        raise ConfigError(f"config fields {unknown} are unknown: check their spelling against "
-                          "configs/base.py")
-    parts = {part: _part(cls, flat) for part, cls in PARTS.items()}
-    if not parts["run"].workdir:
-        parts["run"] = dataclasses.replace(parts["run"], workdir=os.path.join("runs", name))
-    config = TrainConfig(**parts, name=name)
-    _check_across_parts(config)
-    return config
+    defaults = base_defaults()
+    unknown = sorted(set(flat) - set(defaults))
+    errors = [f"config fields {unknown} are unknown: check their spelling against "
+              "configs/base.py"] if unknown else []
+    for name_, value in list(flat.items()):
+        why = _type_error(name_, value, defaults.get(name_)) if name_ in defaults else None
+        if why:
+            errors.append(why)
+            flat[name_] = defaults[name_]  # so that the other fields are still checked
+    parts = {}
+    for part, cls in PARTS.items():
+        parts[part] = _part_collecting(cls, flat, defaults, errors)
+    if not errors:
+        if not parts["run"].workdir:
+            parts["run"] = dataclasses.replace(parts["run"], workdir=os.path.join("runs", name))
+        config = TrainConfig(**parts, name=name)
+        try:
+            _check_across_parts(config)
+        except ConfigError as err:
+            errors.append(str(err))
+        else:
+            return config
+    if len(errors) == 1:
+        raise ConfigError(errors[0])
+    raise ConfigError(f"{len(errors)} config values are invalid:\n  " + "\n  ".join(errors))
+
+
+def _part_collecting(cls: type, flat: dict[str, Any], defaults: Mapping[str, Any],
+                     errors: list[str]) -> Any:
+    """cls built from `flat`; each field it refuses is reported in `errors` and replaced by its
+    configs/base.py default so that the remaining fields are checked too (every bad field is
+    reported at once). Returns None if the part cannot be built."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in flat.items() if k in names}
+    replaced: set[str] = set()
+    for _ in range(len(names) + 1):
+        try:
+            return cls(**values)
+        except ConfigError as err:
+            field = err.field
+            if field in replaced:
+                return None  # the same check fails with the default: another field's fault,
+                # already reported (e.g. n_embd not divisible by n_head)
+            errors.append(str(err))
+            if field not in values or values[field] == defaults.get(field):
+                return None  # not one field's fault (or its default fails): no further checks
+            values[field] = defaults[field]
+            replaced.add(field)
+    return None
 
 
 def _check_across_parts(config: TrainConfig) -> None:

@@ -74,3 +74,15 @@ def agree(*values: int) -> tuple[int, ...]:
 
     out = multihost_utils.broadcast_one_to_all(np.asarray(values, np.int32))
     return tuple(int(v) for v in out)
+
+
+def all_max(value: int) -> int:
+    """The largest of every process's `value` (the value itself in single-process runs): one
+    decision all processes take together, e.g. "some process could not read this checkpoint",
+    before any of them acts on it."""
+    if jax.process_count() == 1:
+        return int(value)
+    from jax.experimental import multihost_utils
+
+    values = multihost_utils.process_allgather(np.asarray(value, np.int32))
+    return int(np.max(values))

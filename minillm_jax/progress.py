@@ -43,7 +43,9 @@ class Progress:
         self.pending: tuple[int, dict[str, Any]] | None = None  # (step, device metrics)
         self._window_start, self._window_steps = time.perf_counter(), 0
         self._train_time_s = 0.0  # closed windows
-        self.skipped_steps = 0  # steps whose update was skipped (non-finite), this session
+        # steps whose update was skipped (non-finite) in the run's trajectory: saved with each
+        # checkpoint and restored on resume and rollback (the trainer sets it)
+        self.skipped_steps = 0
 
     @property
     def train_time_s(self) -> float:
@@ -64,9 +66,11 @@ class Progress:
         self.pending = (step, metrics)
         return reported
 
-    def drop(self) -> None:
-        """Forgets the queued step (its state was discarded: a rollback)."""
-        self.pending = None
+    def drop(self) -> bool:
+        """Forgets the queued step (its state was discarded: a rollback); returns whether there
+        was one."""
+        dropped, self.pending = self.pending is not None, None
+        return dropped
 
     def flush(self, total: int) -> tuple[int, dict[str, float]] | None:
         """Reports the queued step, if any, and returns its (step, values)."""

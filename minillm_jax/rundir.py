@@ -3,6 +3,8 @@ and keeping metrics.jsonl consistent with the checkpoint a run resumes from.
 
     <workdir>/checkpoints/<step>/          orbax checkpoints (minillm_jax/checkpointing.py)
     <workdir>/checkpoints_unreadable/      unreadable checkpoints set aside, never deleted
+    <workdir>/checkpoints_discarded/       checkpoints of a trajectory a rollback abandoned
+    <workdir>/good_checkpoint.json         the last known good checkpoint (the rollback target)
     <workdir>/metrics.jsonl                the run's metrics (minillm_jax/metrics.py)
     <workdir>/wandb_id.txt                 the wandb run id, so a resumed run continues it
 """
@@ -12,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from typing import Any
 
 import jax
 
@@ -19,7 +22,11 @@ from minillm_jax.config import ConfigError
 
 CHECKPOINT_DIR = "checkpoints"
 UNREADABLE_DIR = "checkpoints_unreadable"  # unreadable steps are moved here, never deleted
-RUN_FILES = ("metrics.jsonl", "wandb_id.txt")  # what overwrite=True deletes besides checkpoints
+# checkpoints of a trajectory a rollback abandoned (never confirmed good) are moved here
+DISCARDED_DIR = "checkpoints_discarded"
+GOOD_FILE = "good_checkpoint.json"  # {"step": the last known good checkpoint, or null}
+# what overwrite=True deletes besides checkpoints
+RUN_FILES = ("metrics.jsonl", "wandb_id.txt", GOOD_FILE)
 
 
 def checkpoint_dir(workdir: str) -> str:
@@ -114,3 +121,29 @@ def trim_metrics(workdir: str, step: int) -> int:
             f.writelines(kept)
         os.replace(tmp, path)
     return dropped
+
+
+NO_MARKER = object()  # read_good_step: no marker file (a run of an older version)
+
+
+def read_good_step(workdir: str) -> Any:
+    """The last known good checkpoint step recorded in <workdir>/good_checkpoint.json: an int,
+    None (the run has none yet), or `NO_MARKER` when the file is absent or unreadable (a run
+    of an older version, which kept no marker)."""
+    try:
+        with open(os.path.join(workdir, GOOD_FILE), encoding="utf-8") as f:
+            step = json.load(f)["step"]
+        return None if step is None else int(step)
+    except (OSError, ValueError, KeyError, TypeError):
+        return NO_MARKER
+
+
+def write_good_step(workdir: str, step: int | None) -> None:
+    """Records the last known good checkpoint step (process 0; written atomically)."""
+    if jax.process_index() != 0:
+        return
+    path = os.path.join(workdir, GOOD_FILE)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump({"step": step}, f)
+    os.replace(tmp, path)

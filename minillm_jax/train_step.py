@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from minillm_jax.losses import cross_entropy, fused_linear_cross_entropy, token_losses_and_hits
+from minillm_jax.losses import (cross_entropy, fused_linear_cross_entropy, hits_with_ties,
+                                token_losses_and_hits)
 from minillm_jax.model import Features, Transformer, head_logits, init_params
 from minillm_jax.optim.plateau import current_lr
 
@@ -46,16 +47,18 @@ def mean_cross_entropy(f: Features, targets: Array, loss_chunk_size: int,
     return cross_entropy(head_logits(f.hidden, f.head, softcap), targets).mean()
 
 
-Optimizer = Callable[[Array], tuple[optax.GradientTransformation, Callable[[Array], Array]]]
+Optimizer = Callable[[Array, Array],
+                     tuple[optax.GradientTransformation, Callable[[Array], Array]]]
 
 
 def make_train_step(model: Transformer, optimizer: Optimizer,
                     loss_chunk_size: int = 0) -> Callable:
     """Builds step(state, batch, horizon) for a batch {"x", "y"} of shape (acc_steps, B, T).
 
-    `optimizer(horizon)` gives (tx, lr schedule) for an lr schedule `horizon` steps long
-    (minillm_jax.optim.build_optimizer with the run's OptimConfig); the horizon is an argument of
-    the compiled step, so the time budget moves it without recompiling.
+    `optimizer(horizon, step)` gives (tx, lr schedule) for an lr schedule `horizon` steps long
+    whose lr at this update is schedule(step), step = state.step (minillm_jax.optim.build_optimizer
+    with the run's OptimConfig): the lr logged is the lr applied, also after skipped steps. The
+    horizon is an argument of the compiled step, so the time budget moves it without recompiling.
 
     Gradients of the acc_steps micro-batches are averaged (a scan, so memory is one micro-batch);
     the reported loss is their mean (llm-baselines logs the last micro-batch's loss).
@@ -77,7 +80,7 @@ def make_train_step(model: Transformer, optimizer: Optimizer,
 
     def step(state: TrainState, batch: dict[str, Array], horizon: Array,
              ) -> tuple[TrainState, dict[str, Array]]:
-        tx, schedule = optimizer(horizon)
+        tx, schedule = optimizer(horizon, state.step)
         step_rng = jax.random.fold_in(state.rng, state.step)
         acc_steps = batch["x"].shape[0]
 
@@ -120,7 +123,8 @@ def make_eval_step(model: Transformer, loss_chunk_size: int = 0) -> Callable:
     Forward only and deterministic (no dropout, including attention dropout, unlike
     llm-baselines' eval). loss_chunk_size > 0 computes the output layer, loss and accuracy over
     chunks of that many tokens (minillm_jax.losses.token_losses_and_hits), as training does.
-    Accuracy is argmax over all vocab_size logits, as in llm-baselines. Models with auxiliary
+    Accuracy is argmax over all vocab_size logits, as in llm-baselines; a tie for the largest
+    logit is a miss (a uniform model scores 0, not 100%). Models with auxiliary
     statistics (MoE: moe_aux_loss, moe_z_loss, moe_dropped_frac, moe_load_e0..) also return
     them per batch; the Evaluator averages them over batches. They cover every token of the
     batch, padding included.
@@ -138,7 +142,10 @@ def make_eval_step(model: Transformer, loss_chunk_size: int = 0) -> Callable:
         else:
             logits = head_logits(f.hidden, f.head, model.cfg.logit_softcap)
             loss = cross_entropy(logits, batch["y"])
-            correct = (jnp.argmax(logits, axis=-1) == batch["y"]).astype(jnp.float32)
+            logits = logits.astype(jnp.float32)
+            row_max = jnp.max(logits, axis=-1)
+            target = jnp.take_along_axis(logits, batch["y"][..., None], axis=-1)[..., 0]
+            correct = hits_with_ties(jnp.exp(logits - row_max[..., None]), target, row_max)
         return {"loss_sum": jnp.sum(loss * mask), "correct_sum": jnp.sum(correct * mask),
                 "tokens": jnp.sum(mask), **f.stats}
 

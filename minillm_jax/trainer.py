@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 import time
 from typing import Any, Callable
 
@@ -44,6 +46,23 @@ def train(config: ml_collections.ConfigDict | TrainConfig, name: str = "run") ->
     checkpointing.quiet_orbax_logs()
     rundir.prepare_run(config.run.workdir, config.run.resume, config.run.overwrite)
     data.ensure_dataset(config.data.dataset, config.data.data_dir)
+    # before compiling: a batch or sequence the data cannot fill is one line, not a traceback
+    # after minutes of compilation
+    data.num_val_batches(config.data.data_dir, batch_size=config.data.eval_batch_size,
+                         seq_len=config.model.sequence_length)
+    loader = data.TrainLoader(
+        config.data.data_dir, batch_size=config.data.batch_size,
+        seq_len=config.model.sequence_length, seed=config.data.data_seed,
+        acc_steps=config.data.acc_steps, process_index=jax.process_index(),
+        process_count=jax.process_count())
+    try:
+        return _train(run, loader, session_start, name)
+    finally:
+        loader.close()
+
+
+def _train(run: Run, loader: Any, session_start: float, name: str) -> dict[str, Any]:
+    config = run.config
     log(f"model {config.model.model}: "
         f"{describe_params(run.abstract_state.params, config.model)} | mesh "
         f"{dict(run.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} device(s)")
@@ -64,32 +83,30 @@ def train(config: ml_collections.ConfigDict | TrainConfig, name: str = "run") ->
 
     checkpoints = checkpointing.RunCheckpoints(config.run.workdir, keep=config.run.keep,
                                                keep_best=config.run.keep_best)
-    state, data_state, loop_state = _restore_or_start(run, checkpoints)
-    loader = data.TrainLoader(
-        config.data.data_dir, batch_size=config.data.batch_size,
-        seq_len=config.model.sequence_length, seed=config.data.data_seed,
-        acc_steps=config.data.acc_steps, process_index=jax.process_index(),
-        process_count=jax.process_count())
-    if data_state is not None:
-        loader.set_state(data_state)
+    start = _restore_or_start(run, checkpoints)
+    if start.data_state is not None:
+        loader.set_state(start.data_state)
     writer = MetricsWriter(config.run.workdir, enabled=jax.process_index() == 0,
                            wandb=config.run.wandb, config=config.to_dict(),
                            project=config.run.wandb_project,
                            name=config.run.wandb_run_name or name)
-    budget = (TimeBudget(config, clock, session_start, (loop_state or {}).get("budget"))
+    loop_state = start.loop_state or {}
+    budget = (TimeBudget(config, clock, session_start, loop_state.get("budget"))
               if config.run.budget_minutes > 0 else None)
     loop = TrainLoop(run, Evaluator(run, compiled_eval), checkpoints, loader, writer, budget)
+    loop.begin(start.good, start.step, int(loop_state.get("skipped_steps", 0)))
+    exit_code = 1
     try:
         with StopSignals() as stop:
-            final = loop.train(state, compiled_step, stop)
+            final = loop.train(start.state, compiled_step, stop)
         checkpoints.wait()  # the last save is complete (or its failure reported) before returning
+        exit_code = 0
     finally:
         try:
             checkpoints.close()
         except checkpointing.CheckpointError as err:  # already failing: report, don't mask
             log(f"error: {err}")
-        writer.close()
-        loader.close()
+        writer.close(exit_code)
     pauses = checkpoints.blocking_s
     if pauses:
         log(f"checkpoints: {len(pauses)} saved in {checkpoints.directory}; training paused "
@@ -98,23 +115,44 @@ def train(config: ml_collections.ConfigDict | TrainConfig, name: str = "run") ->
     return final
 
 
-def _restore_or_start(run: Run, checkpoints: checkpointing.RunCheckpoints,
-                      ) -> tuple[TrainState, dict | None, dict | None]:
-    """The newest readable checkpoint's (state, loader position, loop state) (unreadable ones
-    are set aside with a warning; one saved for another model stops the run), else a fresh
-    state. Trims metrics.jsonl to the step the run continues from."""
+@dataclasses.dataclass
+class _Start:
+    """Where a session starts: the state, loader position and loop state to continue from, the
+    step, and the last known good checkpoint (None: none yet)."""
+
+    state: TrainState
+    data_state: dict | None
+    loop_state: dict | None
+    step: int
+    good: int | None
+
+
+def _restore_or_start(run: Run, checkpoints: checkpointing.RunCheckpoints) -> _Start:
+    """The newest readable checkpoint (unreadable ones are set aside with a warning; one saved
+    for another model stops the run), else a fresh state. Trims metrics.jsonl to the step the
+    run continues from.
+
+    The last known good checkpoint comes from <workdir>/good_checkpoint.json: the newest
+    existing step not after the one it names. A run directory without that file (an older
+    version's) takes the checkpoint it resumes from as good, as that version did."""
     config = run.config
-    restored = (checkpoints.restore_latest(run.abstract_state, config)
+    restored = (checkpoints.restore_newest(run.abstract_state, config)
                 if config.run.resume else None)
     if restored is None:
-        state, data_state, loop_state, start = run.init_state(), None, None, 0
+        start = _Start(run.init_state(), None, None, 0, None)
     else:
-        state, data_state, start = restored
-        loop_state = checkpoints.loop_state(start)
-        state = _with_opt_state(run, state)
-        log(f"resumed from {rundir.step_dir(config.run.workdir, start)}")
-    rundir.trim_metrics(config.run.workdir, start)  # drop what the resumed steps log again
-    return state, data_state, loop_state
+        marker = rundir.read_good_step(config.run.workdir)
+        if marker is rundir.NO_MARKER:
+            good = restored.step
+        elif marker is None:
+            good = None
+        else:
+            good = max((s for s in checkpoints.steps() if s <= marker), default=None)
+        start = _Start(_with_opt_state(run, restored.state), restored.data_state,
+                       restored.loop_state, restored.step, good)
+        log(f"resumed from {rundir.step_dir(config.run.workdir, restored.step)}")
+    rundir.trim_metrics(config.run.workdir, start.step)  # drop what the resumed steps log again
+    return start
 
 
 def _with_opt_state(run: Run, state: TrainState) -> TrainState:
@@ -126,7 +164,7 @@ def _with_opt_state(run: Run, state: TrainState) -> TrainState:
 
 
 class _RollBack(Exception):
-    """Too many non-finite steps in a row: go back to the last checkpoint."""
+    """Too many non-finite steps in a row: go back to the last known good checkpoint."""
 
     def __init__(self, step: int, loss: float):
         super().__init__(step, loss)
@@ -135,7 +173,16 @@ class _RollBack(Exception):
 
 @dataclasses.dataclass
 class TrainLoop:
-    """One run's loop: train step, maybe evaluate, maybe save, log (one step late)."""
+    """One run's loop: train step, maybe evaluate, maybe save, log (one step late).
+
+    Non-finite steps (their updates are skipped by the step itself) are counted; once
+    `nonfinite_rollback_after` come in a row the loop rolls back to the last known good
+    checkpoint. A checkpoint becomes known good once `nonfinite_rollback_after` finite steps
+    followed it (or, for the final one, a finite final evaluation): a checkpoint saved right
+    after an update that ruined the parameters is never a rollback target. No checkpoint is
+    saved while non-finite steps go on. The good step is protected from rotation and recorded in
+    <workdir>/good_checkpoint.json, so a later run rolls back to it too.
+    """
 
     run: Run
     evaluator: Evaluator
@@ -158,8 +205,27 @@ class TrainLoop:
                                  peak=peak, devices=jax.device_count())
         self.total = c.run.iterations  # the schedule's horizon: the budget may move it
         self.nonfinite_in_a_row = 0
+        self.finite_in_a_row = 0
+        self.finite_since_rollback = 0
+        self.last_loss = float("nan")
+        self.save_skipped = False  # a save was skipped in the current non-finite streak
         self.rolled_back_to: int | None = None
+        self.good: int | None = None  # the last known good checkpoint: the rollback target
+        self.unconfirmed: list[int] = []  # checkpoints saved since, not yet known good
         self.last_save = clock()
+
+    def begin(self, good: int | None, start: int, skipped_steps: int = 0) -> None:
+        """The session starts at checkpoint `start` (0: fresh) with `good` the last known good
+        checkpoint; `skipped_steps` is the count saved with `start`."""
+        self._mark_good(good)
+        if start and start != good:
+            self.unconfirmed = [start]
+        self.progress.skipped_steps = skipped_steps
+
+    def _mark_good(self, step: int | None) -> None:
+        self.good = step
+        self.checkpoints.protect(step)
+        rundir.write_good_step(self.config.run.workdir, step)
 
     def train(self, state: TrainState, step_fn: Any, stop: StopSignals) -> dict[str, Any]:
         """Trains from state.step to the horizon (or the budget, or a stop signal)."""
@@ -175,6 +241,8 @@ class TrainLoop:
                 if stopped is not None:
                     return stopped
                 self._flush()
+                if self.nonfinite_in_a_row:  # the run ends inside a streak: never save it
+                    raise _RollBack(int(jax.device_get(state.step)), self.last_loss)
                 break
             except _RollBack as rollback:
                 state = self._roll_back(rollback.step, rollback.loss)
@@ -215,13 +283,19 @@ class TrainLoop:
                 state = state.replace(
                     opt_state=plateau_observe(self.config.optim, state.opt_state, val_loss))
             stopping = not is_last and stop.should_stop(step)
+            saved = False
             if not is_last and (stopping or val_loss is not None and c.keep_best
                                 or self._save_due(step)):
-                self._save(state, step, val_loss if c.keep_best else None)
+                saved = self._save(state, step, val_loss if c.keep_best else None)
             if stopping:  # SIGTERM / SIGINT: the checkpoint of this step is being written
                 self.checkpoints.wait()
-                log(f"{stop.received}: stopped at step {step}/{self.total} with a checkpoint in "
-                    f"{rundir.step_dir(c.workdir, step)}; run the same command again to resume")
+                newest = self.checkpoints.latest_step()
+                where = (f"with a checkpoint in {rundir.step_dir(c.workdir, step)}" if saved else
+                         "without a checkpoint (non-finite steps were going on); the newest "
+                         f"checkpoint is step {newest}" if newest is not None else
+                         "without a checkpoint (non-finite steps were going on)")
+                log(f"{stop.received}: stopped at step {step}/{self.total} {where}; run the "
+                    "same command again to resume")
                 return state, {"interrupted": stop.received, "step": step, "workdir": c.workdir,
                                "train_time_s": self.progress.train_time_s}
         return state, None
@@ -237,44 +311,95 @@ class TrainLoop:
         return bool(distributed.agree(int(late))[0])
 
     def _watch(self, reported: tuple[int, dict[str, float]] | None) -> None:
-        """Counts non-finite steps in a row (their updates were skipped by the step itself)."""
+        """Counts non-finite steps in a row (their updates were skipped by the step itself) and
+        finite ones (which confirm the checkpoints before them as good)."""
         if reported is None:
             return
         step, values = reported
-        self.nonfinite_in_a_row = self.nonfinite_in_a_row + 1 if values["skipped"] else 0
+        self.last_loss = values["loss"]
+        if values["skipped"]:
+            self.nonfinite_in_a_row += 1
+            self.finite_in_a_row = 0
+            # saved before this step with too few finite steps after them: never good
+            self.unconfirmed = [s for s in self.unconfirmed if s > step]
+        else:
+            self.nonfinite_in_a_row = 0
+            self.save_skipped = False
+            self.finite_in_a_row += 1
+            self.finite_since_rollback += 1
+            self._confirm(step)
         if self.nonfinite_in_a_row >= self.config.run.nonfinite_rollback_after:
             raise _RollBack(step + 1, values["loss"])
+
+    def _confirm(self, step: int) -> None:
+        """After finite update `step` (from state.step == step): the newest checkpoint followed
+        by at least nonfinite_rollback_after finite updates becomes the last known good one."""
+        need = self.config.run.nonfinite_rollback_after
+        ready = [s for s in self.unconfirmed
+                 if step - s + 1 >= need and self.finite_in_a_row >= step - s + 1]
+        if ready:
+            newest = max(ready)
+            self.unconfirmed = [s for s in self.unconfirmed if s > newest]
+            self._mark_good(newest)
 
     def _flush(self) -> None:
         self._watch(self.progress.flush(self.total))
 
     def _roll_back(self, bad_step: int, loss: float) -> TrainState:
-        """Back to the newest checkpoint, keeping the data position: the batches that produced
-        the non-finite steps are skipped (PaLM's practice). A second rollback to the same
-        checkpoint, or none to go back to, stops the run."""
+        """Back to the last known good checkpoint, keeping the data position: the batches that
+        produced the non-finite steps (and the finite ones since that checkpoint) are skipped,
+        PaLM's practice; the batch already dispatched after the last bad step is kept.
+        Checkpoints newer than the target (never confirmed good) are moved to
+        <workdir>/checkpoints_discarded. A second rollback to the same checkpoint, one with no
+        finite step since the previous rollback, or none to go back to, stops the run."""
         c = self.config.run
-        self.progress.drop()
+        dispatched = self.progress.drop()
         self.checkpoints.wait()
-        target = self.checkpoints.latest_step()
-        kept = f"checkpoints are kept in {rundir.checkpoint_dir(c.workdir)}"
         why = (f"the loss became {loss} at step {bad_step}: {self.nonfinite_in_a_row} steps in a "
                "row with a non-finite loss or gradient norm")
+        target = self.good
         if target is None:
-            raise TrainingError(f"{why} and there is no checkpoint to roll back to: stopping. "
-                                "Lower lr, enable grad_clip, or set save_every")
-        if target == self.rolled_back_to:
+            moved = self.checkpoints.discard_after(None)
+            note = (f" ({len(moved)} checkpoint(s) saved without enough finite steps after "
+                    f"them were moved to {os.path.dirname(moved[0])}; none is left to resume "
+                    "from)" if moved else "")
+            raise TrainingError(f"{why} and there is no checkpoint to roll back to: stopping"
+                                f"{note}. Lower lr, enable grad_clip, or set save_every")
+        again = target == self.rolled_back_to
+        if again or (self.rolled_back_to is not None and self.finite_since_rollback == 0):
+            self.checkpoints.discard_after(target)
+            since = (f"again after rolling back to step {target}" if again else
+                     f"with no finite step since rolling back to step {self.rolled_back_to}")
             raise TrainingError(
-                f"{why}, again after rolling back to step {target}: stopping; {kept} (newest: "
-                f"step {target}). Lower lr or enable grad_clip, then rerun to resume")
-        restored = self.checkpoints.restore_latest(self.run.abstract_state, self.config)
-        state = _with_opt_state(self.run, restored[0])
+                f"{why}, {since}: stopping; checkpoints are kept in "
+                f"{rundir.checkpoint_dir(c.workdir)} (newest: step {target}, the last known "
+                "good one). Lower lr or enable grad_clip, then rerun to resume")
+        self.checkpoints.discard_after(target)
+        restored = self.checkpoints.restore_newest(self.run.abstract_state, self.config,
+                                                   at_most=target)
+        if restored is None:
+            raise TrainingError(f"{why} and the checkpoint to roll back to (step {target}) is "
+                                "gone: stopping. Lower lr or enable grad_clip, then rerun")
+        state = _with_opt_state(self.run, restored.state)
+        target = restored.step  # an older one if the target was unreadable
+        if target != self.good:
+            self._mark_good(target)
+        if dispatched:  # keep the batch dispatched after the last bad step: it is not a bad one
+            position = self.loader.get_state()
+            position["micro_batch"] -= self.config.data.acc_steps
+            self.loader.set_state(position)
         position = self.loader.get_state()
         log(f"{why}: rolled back to step {target}; training continues on the batches after "
-            f"them (data position {position['micro_batch']})")
+            f"the bad ones (data position {position['micro_batch']})")
         self.writer.trim(target)
         self.writer.write(target, rollback_from_step=bad_step,
                           nonfinite_steps=self.nonfinite_in_a_row)
+        self.progress.skipped_steps = int((restored.loop_state or {}).get(
+            "skipped_steps", self.progress.skipped_steps))
         self.rolled_back_to, self.nonfinite_in_a_row = target, 0
+        self.finite_in_a_row = self.finite_since_rollback = 0
+        self.unconfirmed = []
+        self.last_save = clock()
         return state
 
     def _set_horizon(self, horizon: int) -> None:
@@ -294,15 +419,33 @@ class TrainLoop:
         self.writer.write(step, **result, **self.progress.totals(step))
         return result["val_loss"]
 
-    def _save(self, state: TrainState, step: int, val_loss: float | None) -> None:
-        """An asynchronous checkpoint of `step` (ranked by val_loss with keep_best)."""
+    def _loop_state(self) -> dict[str, Any]:
+        """What the loop keeps in a checkpoint besides the arrays and the data position."""
+        state: dict[str, Any] = {"skipped_steps": self.progress.skipped_steps}
+        if self.budget is not None:
+            state["budget"] = self.budget.snapshot()
+        return state
+
+    def _save(self, state: TrainState, step: int, val_loss: float | None) -> bool:
+        """An asynchronous checkpoint of `step` (ranked by val_loss with keep_best). None while
+        non-finite steps go on or after a non-finite evaluation: the state might be ruined, and
+        must not become a resume point. Returns whether a save started."""
         self._flush()  # logged before the checkpoint, so a resume never repeats it
+        if self.nonfinite_in_a_row or (val_loss is not None and not math.isfinite(val_loss)):
+            if not self.save_skipped:  # once per streak
+                self.save_skipped = True
+                log(f"step {step}: no checkpoint saved (the last step or evaluation was not "
+                    "finite); none until the steps are finite again")
+            return False
         metrics = {checkpointing.BEST_METRIC: val_loss} if val_loss is not None else None
-        loop_state = {"budget": self.budget.snapshot()} if self.budget is not None else None
         with self.progress.paused():
-            self.checkpoints.save(step, state, self.loader.get_state(), self.config,
-                                  metrics=metrics, loop_state=loop_state)
+            saved = self.checkpoints.save(step, state, self.loader.get_state(), self.config,
+                                          metrics=metrics, loop_state=self._loop_state())
+        if saved:
+            self.unconfirmed.append(step)
+        # the save started now; it is on disk about a second later (docs/checkpoints.md)
         self.last_save = clock()
+        return saved
 
     def _finish(self, state: TrainState, start: int) -> dict[str, Any]:
         """The final save, the final evaluation (the whole validation set by default), a sample."""
@@ -310,13 +453,17 @@ class TrainLoop:
         final_step = int(jax.device_get(state.step))
         stop_reason = "time budget" if self.total < c.run.iterations and self.budget else (
             "iterations")
-        loop_state = {"budget": self.budget.snapshot()} if self.budget is not None else None
-        self.checkpoints.save(final_step, state, self.loader.get_state(), c,
-                              loop_state=loop_state)
+        saved = self.checkpoints.save(final_step, state, self.loader.get_state(), c,
+                                      loop_state=self._loop_state())
+        if saved:
+            self.unconfirmed.append(final_step)
         max_batches = None if c.run.final_full_eval else c.run.eval_batches
         final_params = eval_params(state.opt_state, state.params)  # schedule-free: x, not y
         result = self.evaluator(final_params, max_batches)
         log(f"final eval @ {final_step}: {format_eval(result)}")
+        if final_step in self.unconfirmed and math.isfinite(result["val_loss"]):
+            self.checkpoints.wait()  # on disk before it is named good
+            self._mark_good(final_step)  # its own finite evaluation confirms it
         totals = self.progress.totals(final_step)
         self.writer.write(final_step, **{f"final_{k}": v for k, v in result.items()},
                           steps_run=final_step - start, stop_reason=stop_reason, **totals)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -30,3 +29,35 @@ def shakespeare_dir(tmp_path_factory) -> str:
     out = str(tmp_path_factory.mktemp("data") / "shakespeare")
     ensure_dataset("shakespeare", out)
     return out
+
+
+class Interrupted(Exception):
+    """Stands in for a kill -9 between checkpoints."""
+
+
+@pytest.fixture
+def world(monkeypatch):
+    """A fake clock that advances `step_s` seconds per training batch, bad micro-batches (an
+    out-of-range token id embeds as NaN: a non-finite loss), and an interruption point."""
+    state = {"now": 0.0, "step_s": 1.0, "bad": set(), "die_at": None, "on_micro": {}}
+    from minillm_jax import trainer
+    from minillm_jax.data import loader as loader_lib
+
+    real_next = loader_lib.TrainLoader.__next__
+
+    def fake_next(self):
+        micro = self.next_micro_batch
+        if micro in state["on_micro"]:
+            state["on_micro"].pop(micro)()
+        if state["die_at"] is not None and micro >= state["die_at"]:
+            raise Interrupted(micro)
+        batch = real_next(self)
+        state["now"] += state["step_s"]
+        if micro in state["bad"]:
+            batch = {**batch, "x": batch["x"].copy()}
+            batch["x"][:, 0, 0] = 1_000_000
+        return batch
+
+    monkeypatch.setattr(loader_lib.TrainLoader, "__next__", fake_next)
+    monkeypatch.setattr(trainer, "clock", lambda: state["now"])
+    return state

@@ -54,7 +54,7 @@ def test_variant_trains_on_a_fixed_batch(name):
     state = TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                        rng=jax.random.key(1))
     batch = _fixed_batch()
-    step = fast_jit(make_train_step(model, lambda horizon: (tx, lambda s: 1e-2),
+    step = fast_jit(make_train_step(model, lambda horizon, step: (tx, lambda s: 1e-2),
                                     loss_chunk_size=chunk), state, batch, 12)
     losses = []
     for _ in range(12):

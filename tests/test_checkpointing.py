@@ -315,3 +315,89 @@ def test_trim_metrics_for_resume(tmp_path):
     rundir.trim_metrics(str(tmp_path), 12)
     records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert records[-1] == {"step": 12, "train_loss": 12.0}
+
+
+def _save_toy_with_loop(workdir, steps):
+    ckpts = RunCheckpoints(str(workdir))
+    states = {}
+    for step in steps:
+        states[step] = toy_state(step, seed=step)
+        ckpts.save(step, states[step], {"micro_batch": step * 2}, TOY_CONFIG,
+                   loop_state={"skipped_steps": step})
+    ckpts.close()
+    return states
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.parametrize("item,edit", [
+    ("data", lambda d: {**d, "micro_batch": d["micro_batch"] + 1}),  # one digit of the position
+    ("loop", lambda d: {**d, "skipped_steps": 7}),
+    ("config", lambda d: {**d, "lr": d["lr"] * 2}),
+    ("loop", None),  # the whole item deleted
+])
+def test_every_item_is_verified_and_a_bad_one_falls_back(tmp_path, item, edit):
+    """A changed number in a JSON item (valid JSON, so orbax reads it) or a missing item makes
+    the checkpoint unreadable: the restore falls back to the previous one, no traceback."""
+    states = _save_toy_with_loop(tmp_path, [5, 10])
+    path = os.path.join(tmp_path, "checkpoints", "10", item)
+    if edit is None:
+        import shutil
+
+        shutil.rmtree(path)
+    else:
+        metadata = os.path.join(path, "metadata")
+        value = json.load(open(metadata))
+        json.dump(edit(value), open(metadata, "w"))
+    ckpts = RunCheckpoints(str(tmp_path))
+    with pytest.warns(CheckpointWarning, match="checkpoints/10 is unreadable"):
+        restored = ckpts.restore_newest(abstract(states[5]), TOY_CONFIG)
+    assert restored.step == 5 and restored.data_state == {"micro_batch": 10}
+    assert restored.loop_state == {"skipped_steps": 5}
+    assert_bitwise(restored.state, states[5])
+    ckpts.close()
+
+
+def test_checkpoint_without_checksums_restores_with_a_warning(tmp_path):
+    """Checkpoints of older versions (no fingerprint item) still restore, saying that their
+    integrity cannot be checked."""
+    import shutil
+
+    states = save_toy(tmp_path, [5])
+    shutil.rmtree(os.path.join(tmp_path, "checkpoints", "5", "fingerprint"))
+    with pytest.warns(CheckpointWarning, match="has no checksums .* cannot be detected"):
+        state, data_state, step = RunCheckpoints(str(tmp_path)).restore_latest(
+            abstract(states[5]), TOY_CONFIG)
+    assert step == 5 and data_state == {"micro_batch": 10}
+    assert_bitwise(state, states[5])
+
+
+def test_processes_agree_on_the_step_before_anything_is_moved(tmp_path, monkeypatch):
+    """Another process could not read step 10 (this one could): every process must take the
+    same decision, so this one skips step 10 as well. all_max stands in for the allgather."""
+    from minillm_jax import distributed
+
+    states = save_toy(tmp_path, [5, 10])
+    decisions = []
+
+    def other_process_failed_on_10(code):
+        decisions.append(code)
+        return 1 if len(decisions) == 1 else code  # the first step tried: 10
+
+    monkeypatch.setattr(distributed, "all_max", other_process_failed_on_10)
+    ckpts = RunCheckpoints(str(tmp_path))
+    with pytest.warns(CheckpointWarning, match="unreadable on another process"):
+        restored = ckpts.restore_newest(abstract(states[5]), TOY_CONFIG)
+    assert restored.step == 5 and decisions == [0, 0]  # this process read both
+    assert_bitwise(restored.state, states[5])
+    assert ckpts.steps() == [5]  # step 10 set aside once everyone agreed
+    ckpts.close()
+
+
+def test_protected_step_survives_rotation(tmp_path):
+    ckpts = RunCheckpoints(str(tmp_path), keep=2)
+    ckpts.protect(2)
+    for step in range(1, 7):
+        ckpts.save(step, toy_state(step, seed=step), None, TOY_CONFIG)
+    ckpts.wait()
+    assert ckpts.steps() == [2, 5, 6]
+    ckpts.close()

@@ -113,3 +113,69 @@ def test_compute_dtype_defaults_to_auto_and_the_run_resolves_it_here():
     forced = build_run(C.build_config(tiny_config(compute_dtype="bfloat16")))
     assert forced.config.execution.compute_dtype == "bfloat16"
     assert forced.abstract_state.params["wte"]["embedding"].dtype == "float32"
+
+
+@pytest.mark.parametrize("field", ["lr", "budget_minutes", "save_every_minutes", "grad_clip",
+                                   "weight_decay", "rope_theta", "eps", "sample_temperature"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_numbers_are_refused(field, value):
+    with pytest.raises(C.ConfigError, match=rf"^config\.{field}=-?(inf|nan) must"):
+        C.build_config({**tiny_config().to_dict(), field: value})
+
+
+def test_every_bad_field_is_reported_at_once():
+    flat = {**tiny_config().to_dict(), "lr": -1.0, "beta1": 2.0, "iterations": 0,
+            "batch_size": 0, "budget_minutes": float("inf"), "opt": "adafactor"}
+    with pytest.raises(C.ConfigError) as err:
+        C.build_config(flat)
+    message = str(err.value)
+    assert message.startswith("6 config values are invalid:")
+    for expected in ("config.lr=-1.0 must be > 0", "config.beta1=2.0 must be in [0.0, 1.0)",
+                     "config.iterations=0 must be > 0", "config.batch_size=0 must be > 0",
+                     "config.budget_minutes=inf must be a finite number",
+                     "config.opt='adafactor' is unknown"):
+        assert expected in message, message
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("lr", "3e-4", "config.lr='3e-4' must be a number (got str)"),
+    ("iterations", None, "config.iterations=None must be an integer (got NoneType)"),
+    ("iterations", 2.5, "config.iterations=2.5 must be an integer (got float)"),
+    ("resume", "yes", "config.resume='yes' must be True or False (got str)"),
+    ("opt", 3, "config.opt=3 must be a string (got int)"),
+])
+def test_wrong_types_are_one_line(field, value, message):
+    with pytest.raises(C.ConfigError) as err:
+        C.build_config({**tiny_config().to_dict(), field: value})
+    assert str(err.value) == message
+
+
+def test_cli_reports_bad_values_in_one_message_exit_2(tmp_path, capsys):
+    """Through the command line: every bad value in one message, exit 2, no traceback, nothing
+    compiled."""
+    from minillm_jax.main import main
+
+    code = main(["--config", str(REPO / "configs" / "demo_2023.py"), "--config.lr=inf",
+                 "--config.budget_minutes=nan", f"--config.workdir={tmp_path / 'run'}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert err.startswith("error: 2 config values are invalid:")
+    assert "config.lr=inf" in err and "config.budget_minutes=nan" in err
+
+
+def test_batch_larger_than_the_data_is_refused_before_compiling(tmp_path, shakespeare_dir,
+                                                                monkeypatch):
+    from minillm_jax import build
+    from minillm_jax.data import DataError
+    from minillm_jax.trainer import train
+
+    def no_compile(self):
+        raise AssertionError("compiled before checking the data")
+
+    monkeypatch.setattr(build.Run, "compile_train_step", no_compile)
+    with pytest.raises(DataError, match="shorten|fewer than one batch|longer than"):
+        train(tiny_config(data_dir=shakespeare_dir, workdir=str(tmp_path / "a"),
+                          batch_size=100_000))
+    with pytest.raises(DataError, match="longer than the validation data"):
+        train(tiny_config(data_dir=shakespeare_dir, workdir=str(tmp_path / "b"),
+                          sequence_length=200_000, batch_size=1))

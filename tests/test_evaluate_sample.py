@@ -97,3 +97,64 @@ def test_sample_cli(cli_runs):
     samples = stdout.split("-" * 40 + "\n")
     assert len(samples) == 2 and all(s.startswith("ROMEO:") for s in samples)
     assert all(len(s.strip()) > len("ROMEO:") for s in samples)
+
+
+def test_accuracy_counts_a_tie_as_a_miss():
+    """A uniform model (all logits equal) must not score 100%: a hit needs the target's logit to
+    be the row's only largest one (numpy reference here), on constant and on tied logits."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from minillm_jax.losses import token_losses_and_hits
+
+    rng = np.random.default_rng(0)
+    vocab, width = 12, 8
+    hidden = rng.normal(size=(6, width)).astype(np.float32)
+    row = rng.normal(size=(width,)).astype(np.float32)
+    uniform_head = np.tile(row, (vocab, 1))  # every logit of a row equal (and not zero)
+    targets = np.array([0, 3, 5, 7, 11, 2], np.int32)
+    for chunk in (0, 4):
+        _, hits = token_losses_and_hits(jnp.asarray(hidden), jnp.asarray(uniform_head),
+                                        jnp.asarray(targets), chunk)
+        np.testing.assert_array_equal(np.asarray(hits), np.zeros(6))
+
+    head = rng.normal(size=(vocab, width)).astype(np.float32)
+    best = (hidden @ head.T).argmax(-1)
+    head[(best[0] + 1) % vocab] = head[best[0]]  # row 0's best token now ties with another
+    logits = hidden @ head.T
+    best = logits.argmax(-1)
+    targets = np.array([best[0], best[1], (best[2] + 1) % vocab, best[3], best[4], best[5]],
+                       np.int32)
+    _, hits = token_losses_and_hits(jnp.asarray(hidden), jnp.asarray(head),
+                                    jnp.asarray(targets), 0)
+    expected = [float(logits[i, t] == logits[i].max() and np.sum(logits[i] == logits[i].max())
+                      == 1) for i, t in enumerate(targets)]
+    np.testing.assert_array_equal(np.asarray(hits), expected)
+    assert expected[0] == 0.0 and sum(expected) >= 3  # the tie missed, clear maxima hit
+
+
+@pytest.mark.parametrize("loss_chunk_size", [0, 64])
+def test_uniform_model_scores_zero_not_100_percent(loss_chunk_size):
+    """A model whose output rows are all equal (tied embedding with every row the same) predicts
+    nothing: both eval paths (plain logits, chunked) give accuracy 0."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from minillm_jax.config import build_config
+    from minillm_jax.model import build_model, init_params
+    from minillm_jax.train_step import make_eval_step
+
+    config = build_config(tiny_config(tie_embeddings=True))
+    model = build_model(config.model)
+    params = init_params(model, jax.random.PRNGKey(0))
+    wte = params["wte"]["embedding"]
+    params["wte"]["embedding"] = jnp.tile(wte[7:8], (wte.shape[0], 1))  # not zero: row 7
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.integers(0, 50257, size=(2, 32)), jnp.int32)
+    batch = {"x": x, "y": jnp.roll(x, -1, axis=1), "mask": jnp.ones((2, 32), jnp.float32)}
+    sums = jax.jit(make_eval_step(model, loss_chunk_size))(params, batch)
+    accuracy = float(sums["correct_sum"]) / float(sums["tokens"])
+    assert accuracy == 0.0
+    assert float(sums["loss_sum"]) / 64 == pytest.approx(np.log(config.model.vocab_size),
+                                                         rel=1e-5)

@@ -77,12 +77,25 @@ class _Run:
     JAX_* variables (launcher="jax") or as the tasks of a SLURM step (launcher="slurm": JAX
     detects the coordinator, process count and index; MINILLM_DISTRIBUTED=1 asks for it)."""
 
+    # The port is found free, then released for the coordinator to bind: another program may
+    # take it in between. Such a start fails before any step; it is retried on another port.
+    BIND_FAILURES = ("address already in use", "failed to add port", "failed to bind")
+    RETRIES = 3
+
     def __init__(self, env: dict, data_dir: str, workdir: str, processes: int,
                  launcher: str = "jax", **flags):
         self.workdir, self.logs, self.procs = workdir, [], []
         os.makedirs(workdir, exist_ok=True)
         args = [f"--config.{k}={v}" for k, v in {**FLAGS, "data_dir": data_dir,
                                                  "workdir": workdir, **flags}.items()]
+        self._start = (env, args, processes, launcher)
+        self.retries = 0
+        self._launch()
+
+    def _launch(self) -> None:
+        env, args, processes, launcher = self._start
+        workdir = self.workdir
+        self.logs, self.procs = [], []
         port = _free_port()
         for i in range(processes):
             proc_env = dict(env, MINILLM_TEST_ROWS=os.path.join(workdir, "rows"))
@@ -120,6 +133,11 @@ class _Run:
         if not any(c not in (None, 0) for c in codes):
             return None
         self.kill()
+        logs = "\n".join(self.output(i) for i in range(len(self.procs))).lower()
+        if self.retries < self.RETRIES and any(m in logs for m in self.BIND_FAILURES):
+            self.retries += 1  # the coordinator's port was taken: start again on another one
+            self._launch()
+            return None
         return "\n".join(f"--- process {i} (exit {c}):\n{self.output(i)[-3000:]}"
                          for i, c in enumerate(codes))
 
@@ -228,3 +246,23 @@ def test_checkpoints_move_between_process_counts(runs, shakespeare_dir, env):
     # the two processes continued from the data position of the one-process checkpoint
     assert all(np.array_equal(a, b) for a, b in zip(
         _rows(one_to_two, 2), _rows(one, 1)[SAVE_AT:], strict=True))
+
+
+def test_a_coordinator_port_taken_meanwhile_is_retried(tmp_path, shakespeare_dir, env,
+                                                       monkeypatch):
+    """The port chosen for the coordinator is taken by someone else before it binds (here: a
+    socket this test holds): that start fails, and the run starts again on another port."""
+    held = socket.socket(socket.AF_INET6)
+    held.bind(("::", 0))
+    held.listen()
+    ports = iter([held.getsockname()[1]])
+    real = _free_port
+    monkeypatch.setattr(sys.modules[__name__], "_free_port", lambda: next(ports, None) or real())
+    try:
+        run = _Run(env, shakespeare_dir, str(tmp_path / "run"), 2, iterations=2, eval_freq=2,
+                   save_every=2)
+        _wait(run)
+    finally:
+        held.close()
+    assert run.retries == 1
+    assert "step 2/2" in run.output(0)

@@ -19,17 +19,35 @@ from minillm_jax.metrics import MetricsWriter, read_metrics
 from tests.conftest import REPO
 
 _RUN = textwrap.dedent("""
-    import json, sys, time
+    import asyncio, json, os, signal, sys, time
     from minillm_jax.data import loader as loader_lib
     from minillm_jax.trainer import train
     from tests.conftest import tiny_config
-    overrides, delay = json.loads(sys.argv[1]), float(sys.argv[2])
-    if delay:  # slow the steps down so that the test can interrupt the run between checkpoints
-        next_batch = loader_lib.TrainLoader.__next__
-        def slowed(self):
-            time.sleep(delay)
-            return next_batch(self)
-        loader_lib.TrainLoader.__next__ = slowed
+    overrides, hooks = json.loads(sys.argv[1]), json.loads(sys.argv[2])
+
+    # Deterministic interruption points (no timing windows): at a given micro-batch the run
+    # sends itself SIGTERM, or announces itself in a marker file and hangs until killed.
+    next_batch = loader_lib.TrainLoader.__next__
+    def hooked(self):
+        micro = self.next_micro_batch
+        if micro == hooks.get("sigterm_at"):
+            os.kill(os.getpid(), signal.SIGTERM)
+        if micro == hooks.get("hang_at"):
+            open(hooks["marker"], "w").write(str(micro))
+            time.sleep(3600)
+        return next_batch(self)
+    loader_lib.TrainLoader.__next__ = hooked
+
+    if "hang_writing" in hooks:  # the background write of this step's JSON items never ends
+        from orbax.checkpoint._src.handlers import json_checkpoint_handler as handler
+        save_fn = handler.JsonCheckpointHandler._save_fn
+        async def hanging(self, x, directory):
+            if os.path.basename(str(directory.parent)).startswith(f"{hooks['hang_writing']}."):
+                open(hooks["marker"], "w").write(str(directory))
+                await asyncio.sleep(3600)
+            return await save_fn(self, x, directory)
+        handler.JsonCheckpointHandler._save_fn = hanging
+
     result = train(tiny_config(**overrides))
     print("RESULT " + json.dumps({k: v for k, v in result.items()
                                   if isinstance(v, (int, float, str))}), flush=True)
@@ -46,11 +64,12 @@ def env(tmp_path_factory):
             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
 
 
-def _start(env, data_dir, workdir, delay=0.0):
+def _start(env, data_dir, workdir, **hooks):
     overrides = dict(data_dir=data_dir, workdir=str(workdir), iterations=ITERATIONS,
                      save_every=5, keep=2, log_freq=1, eval_freq=10, eval_batches=1,
                      dropout=0.1, batch_size=2, sequence_length=16, loss_chunk_size=0)
-    return subprocess.Popen([sys.executable, "-c", _RUN, json.dumps(overrides), str(delay)],
+    return subprocess.Popen([sys.executable, "-c", _RUN, json.dumps(overrides),
+                             json.dumps(hooks)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True)
 
@@ -94,38 +113,15 @@ def _checkpoints(workdir):
         directory) else []
 
 
-def test_preempted_and_killed_run_resumes_exactly(tmp_path, shakespeare_dir, env):
-    """SIGTERM -> clean exit with a checkpoint at the step reached; resume; SIGKILL between
-    checkpoints; resume to the end: every logged value equals the uninterrupted run's."""
-    reference, workdir = str(tmp_path / "uninterrupted"), str(tmp_path / "run")
-    _finish(_start(env, shakespeare_dir, reference))  # also fills the compilation cache
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, shakespeare_dir, env):
+    """The uninterrupted run (it also fills the compilation cache)."""
+    workdir = str(tmp_path_factory.mktemp("uninterrupted") / "run")
+    _finish(_start(env, shakespeare_dir, workdir))
+    return workdir
 
-    # 1. SIGTERM: save at the step reached, exit 0
-    proc = _start(env, shakespeare_dir, workdir, delay=0.25)
-    _wait_for(lambda: max(_logged_steps(workdir), default=0) >= 3, proc)
-    proc.send_signal(signal.SIGTERM)
-    out, _ = _finish(proc)
-    stopped = int(re.search(r"SIGTERM: stopped at step (\d+)/20 with a checkpoint", out).group(1))
-    assert 3 <= stopped < ITERATIONS and '"interrupted": "SIGTERM"' in out
-    assert stopped in _checkpoints(workdir)  # the step it reached, not the last save_every
-    assert max(_logged_steps(workdir)) == stopped
 
-    # 2. resume, then SIGKILL once a checkpoint >= 10 exists and later steps were logged
-    proc = _start(env, shakespeare_dir, workdir, delay=0.25)
-    _wait_for(lambda: any(s >= 10 for s in _checkpoints(workdir)), proc)
-    _wait_for(lambda: max(_logged_steps(workdir)) > max(_checkpoints(workdir)) + 1, proc)
-    proc.send_signal(signal.SIGKILL)
-    out, _ = proc.communicate()
-    assert proc.returncode == -signal.SIGKILL
-    assert f"resumed from {os.path.join(workdir, 'checkpoints', str(stopped))}\n" in out
-    killed_at = max(_logged_steps(workdir))
-    assert killed_at < ITERATIONS
-
-    # 3. resume to the end
-    out, _ = _finish(_start(env, shakespeare_dir, workdir))
-    resumed_from = int(re.search(r"resumed from \S+/checkpoints/(\d+)", out).group(1))
-    assert 10 <= resumed_from <= killed_at
-
+def _assert_equals_reference(workdir, reference):
     records = read_metrics(workdir)
     keys = [(r["step"], k) for r in records for k in r if k != "step"]
     assert len(keys) == len(set(keys)), "a step was logged twice"
@@ -134,7 +130,60 @@ def test_preempted_and_killed_run_resumes_exactly(tmp_path, shakespeare_dir, env
     assert losses == _series(reference, "train_loss")  # exactly, not approximately
     for key in ("lr", "grad_norm", "val_loss", "final_val_loss"):
         assert _series(workdir, key) == _series(reference, key), key
+
+
+def test_preempted_and_killed_run_resumes_exactly(tmp_path, shakespeare_dir, env, reference):
+    """SIGTERM -> clean exit with a checkpoint at the step reached; resume; SIGKILL between
+    checkpoints; resume to the end: every logged value equals the uninterrupted run's."""
+    workdir = str(tmp_path / "run")
+
+    # 1. SIGTERM (sent while step 4's batch is read): save at the step reached, exit 0
+    out, _ = _finish(_start(env, shakespeare_dir, workdir, sigterm_at=3))
+    stopped = int(re.search(r"SIGTERM: stopped at step (\d+)/20 with a checkpoint", out).group(1))
+    assert stopped == 4 and '"interrupted": "SIGTERM"' in out
+    assert stopped in _checkpoints(workdir)  # the step it reached, not the last save_every
+    assert max(_logged_steps(workdir)) == stopped
+
+    # 2. resume, then SIGKILL while it reads step 14's batch (step 10 saved, 11-12 logged)
+    marker = str(tmp_path / "hanging")
+    proc = _start(env, shakespeare_dir, workdir, hang_at=13, marker=marker)
+    _wait_for(lambda: os.path.exists(marker) and 10 in _checkpoints(workdir), proc)
+    proc.send_signal(signal.SIGKILL)
+    out, _ = proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert f"resumed from {os.path.join(workdir, 'checkpoints', str(stopped))}\n" in out
+    killed_at = max(_logged_steps(workdir))
+    assert killed_at == 12
+
+    # 3. resume to the end
+    out, _ = _finish(_start(env, shakespeare_dir, workdir))
+    resumed_from = int(re.search(r"resumed from \S+/checkpoints/(\d+)", out).group(1))
+    assert resumed_from == 10
+
+    _assert_equals_reference(workdir, reference)
     assert _checkpoints(workdir) == [15, 20]  # keep=2
+
+
+def test_kill_during_an_async_save_resumes_from_the_previous_checkpoint(tmp_path, shakespeare_dir,
+                                                                        env, reference):
+    """kill -9 while the checkpoint of step 10 is being written (its write hangs, so the kill
+    lands inside it every time): the unfinished step 10 is ignored and cleaned up, the run
+    resumes from step 5 and ends exactly as the uninterrupted run."""
+    workdir, marker = str(tmp_path / "run"), str(tmp_path / "writing")
+    proc = _start(env, shakespeare_dir, workdir, hang_writing=10, marker=marker)
+    _wait_for(lambda: os.path.exists(marker), proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    assert proc.returncode == -signal.SIGKILL
+    assert _checkpoints(workdir) == [5]
+    leftovers = os.listdir(os.path.join(workdir, "checkpoints"))
+    assert any(name.startswith("10.orbax-checkpoint-tmp") for name in leftovers), leftovers
+
+    out, _ = _finish(_start(env, shakespeare_dir, workdir))
+    assert f"resumed from {os.path.join(workdir, 'checkpoints', '5')}\n" in out
+    _assert_equals_reference(workdir, reference)
+    assert os.listdir(os.path.join(workdir, "checkpoints")) and _checkpoints(workdir) == [15, 20]
+    assert not [n for n in os.listdir(os.path.join(workdir, "checkpoints")) if "tmp" in n]
 
 
 def test_wandb_run_id_is_kept_for_resume(tmp_path, monkeypatch):
@@ -146,8 +195,8 @@ def test_wandb_run_id_is_kept_for_resume(tmp_path, monkeypatch):
         def log(self, values, step):
             calls.append(("log", step))
 
-        def finish(self):
-            pass
+        def finish(self, exit_code=0):
+            calls.append(("finish", exit_code))
 
     class FakeWandb:  # the public API only: no wandb.util
         @staticmethod
@@ -162,4 +211,5 @@ def test_wandb_run_id_is_kept_for_resume(tmp_path, monkeypatch):
         writer.close()
     run_id = (tmp_path / "wandb_id.txt").read_text()
     assert len(run_id) == 8 and run_id.isalnum()
-    assert calls == [("init", run_id, "allow"), ("log", 5), ("init", run_id, "allow"), ("log", 6)]
+    assert calls == [("init", run_id, "allow"), ("log", 5), ("finish", 0),
+                     ("init", run_id, "allow"), ("log", 6), ("finish", 0)]

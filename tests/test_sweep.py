@@ -16,8 +16,10 @@ from tests.conftest import tiny_config
 
 
 def get_sweep():
+    # a constant lr of 2e-2 trains visibly in 6 steps (val loss 8.08-8.83 measured over seeds
+    # 0 and 1 and both variants; untrained 10.83): the report's numbers can be checked
     base = tiny_config(data_dir={data_dir!r}, iterations=6, eval_freq=3, log_freq=1,
-                       batch_size=4, save_every=3)
+                       batch_size=4, save_every=3, lr=2e-2, scheduler="constant")
     return {{"base": base, "variants": [
         {{"name": "L1_d64", "n_layer": 1}},
         {{"name": "L2_d32", "n_layer": 2, "n_embd": 32, "n_head": 2}},
@@ -99,7 +101,8 @@ def test_sweep_runs_resumes_and_reports(tmp_path, shakespeare_dir, monkeypatch, 
         assert (int(row["n_layer"]), int(row["n_embd"]), int(row["n_head"])) == (
             n_layer, n_embd, n_head)
         assert int(row["steps"]) == 6 and int(row["tokens"]) == 6 * 4 * 32
-        assert 0 < float(row["val_loss"]) < 12 and 0 < float(row["val_acc"]) < 1
+        # trained, not untrained (ln 50304 = 10.83): see SWEEP_FILE for the measured values
+        assert 0 < float(row["val_loss"]) < 9.8 and 0 < float(row["val_acc"]) < 1
         assert float(row["val_perplexity"]) == pytest.approx(
             2.718281828 ** float(row["val_loss"]), rel=1e-4)
         assert float(row["train_time_s"]) > 0 and float(row["predicted_loss"]) > 1.69

@@ -43,7 +43,7 @@ def _setup(acc_steps):
                         sequence_length=16)
     model = M.Transformer(cfg)
     tx = optax.sgd(0.1)
-    step = jax.jit(make_train_step(model, lambda horizon: (tx, lambda s: 0.1)))
+    step = jax.jit(make_train_step(model, lambda horizon, step: (tx, lambda s: 0.1)))
     tokens = jax.random.randint(jax.random.key(5), (8, 17), 0, 128)
     x, y = tokens[:, :-1], tokens[:, 1:]
     batch = {"x": x.reshape(acc_steps, 8 // acc_steps, 16),
@@ -69,7 +69,7 @@ def test_fused_loss_step_equals_plain_step():
     batch = {"x": tokens[None, :, :-1], "y": tokens[None, :, 1:]}
     results = []
     for chunk in (0, 48):
-        step = jax.jit(make_train_step(model, lambda horizon: (tx, lambda s: 0.5),
+        step = jax.jit(make_train_step(model, lambda horizon, step: (tx, lambda s: 0.5),
                                        loss_chunk_size=chunk))
         results.append(step(init_state(model, tx, seed=0), batch, 1))
     (s0, m0), (s1, m1) = results
@@ -100,7 +100,7 @@ def test_non_finite_step_applies_no_update_and_counts_it():
                         sequence_length=16)
     model = M.Transformer(cfg)
     tx = optax.adamw(1e-2)
-    step = jax.jit(make_train_step(model, lambda horizon: (tx, lambda s: 1e-2)))
+    step = jax.jit(make_train_step(model, lambda horizon, step: (tx, lambda s: 1e-2)))
     tokens = jax.random.randint(jax.random.key(5), (8, 17), 0, 128)
     good = {"x": tokens[None, :, :-1], "y": tokens[None, :, 1:]}
     bad = {"x": good["x"].at[0, 3, 5].set(10_000), "y": good["y"]}

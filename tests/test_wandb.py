@@ -113,3 +113,76 @@ def test_wandb_failing_at_log_and_finish_leaves_training_untouched(runs):
     assert "wandb could not finish the run" in stderr["log_fails"]
     assert _training(root / "log_fails") == _training(root / "plain")
     assert (root / "log_fails" / "wandb_id.txt").read_text().strip()
+
+
+class _FakeWandb:
+    """The public wandb API the writer uses: init(...) -> run with log / finish."""
+
+    def __init__(self, hang_log=False):
+        self.calls, self.hang_log = [], hang_log
+
+    def init(self, **kwargs):
+        self.calls.append(("init", kwargs["mode"]))
+        fake = self
+
+        class Run:
+            def log(self, values, step):
+                if fake.hang_log:
+                    import time
+                    time.sleep(30)
+                fake.calls.append(("log", step))
+
+            def finish(self, exit_code=None):
+                fake.calls.append(("finish", exit_code))
+
+        return Run()
+
+
+@pytest.fixture
+def fake_wandb(monkeypatch, tmp_path):
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    fake = _FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    return fake
+
+
+def test_wandb_goes_online_with_wandb_login_credentials(fake_wandb, tmp_path, capsys):
+    from minillm_jax.metrics import MetricsWriter
+
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
+    writer = MetricsWriter(str(tmp_path), wandb=True)
+    writer.close(0)
+    assert fake_wandb.calls[0] == ("init", None)  # None: wandb's default, online
+    assert "offline" not in capsys.readouterr().out
+
+
+def test_wandb_offline_says_so_and_failed_runs_finish_with_their_exit_code(fake_wandb,
+                                                                          tmp_path, capsys):
+    from minillm_jax.metrics import MetricsWriter
+
+    writer = MetricsWriter(str(tmp_path), wandb=True)  # no credentials at all
+    writer.write(1, train_loss=2.0)
+    writer.close(1)
+    out = capsys.readouterr().out
+    assert out.count("wandb: this run is offline (no wandb credentials: run `wandb login`") == 1
+    assert fake_wandb.calls == [("init", "offline"), ("log", 1), ("finish", 1)]
+
+
+def test_a_hanging_wandb_call_does_not_hang_training(fake_wandb, tmp_path, monkeypatch, capsys):
+    import time
+
+    from minillm_jax.metrics import MetricsWriter, read_metrics
+
+    fake_wandb.hang_log = True
+    monkeypatch.setattr(MetricsWriter, "TIMEOUT_S", 0.2)
+    writer = MetricsWriter(str(tmp_path), wandb=True)
+    started = time.perf_counter()
+    for step in (1, 2, 3):
+        writer.write(step, train_loss=1.0)
+    writer.close(0)
+    assert time.perf_counter() - started < 5  # one bounded wait, then wandb is off
+    assert "wandb log did not return within 0.2 s" in capsys.readouterr().err
+    assert [r["step"] for r in read_metrics(str(tmp_path))] == [1, 2, 3]
+    assert ("finish", 0) not in fake_wandb.calls

@@ -88,20 +88,31 @@ def _base_optimizer(config: OptimConfig, schedule: optax.Schedule,
     return optax.chain(tx, *tail)
 
 
-def build_optimizer(config: OptimConfig, iterations: Any, matmul_dtype: str = "float32",
+def build_optimizer(config: OptimConfig, iterations: Any, step: Any = None,
+                    matmul_dtype: str = "float32",
                     ) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """Returns (optimizer, base lr schedule) for a run of `iterations` steps (the schedule's
     horizon: a number, or a traced scalar inside the train step); clipping by global norm first
     when grad_clip > 0. The optimizer state's structure depends on neither the horizon nor
     `matmul_dtype` (the run's compute dtype: the dtype of Muon's Newton-Schulz matmuls).
 
+    `step` (the train state's step, traced inside the train step) is the one source of truth
+    for the schedule: the optimizer applies schedule(step) instead of schedule(its own update
+    count). The two are equal until a step is skipped (a non-finite loss keeps the optimizer
+    state, counts included, while the run's step advances) or a params-only checkpoint resumes
+    with a fresh optimizer state at step k; with `step` the lr applied is the one logged and
+    the decay ends at the horizon. Bias corrections and schedule-free's averaging weights keep
+    counting the updates actually applied. Without `step` (state initialisation, sizing) the
+    optimizer's own count drives the schedule.
+
     With a plateau scale the lr applied is schedule(step) * lr_scale(opt_state): log
     minillm_jax.optim.current_lr(opt_state, schedule, step).
     """
     try:
         schedule = build_schedule(config, iterations)
+        applied = schedule if step is None else (lambda _count: schedule(step))
         tail = [plateau_from_config(config)] if config.uses_plateau else []
-        tx = _base_optimizer(config, schedule, tail, matmul_dtype)
+        tx = _base_optimizer(config, applied, tail, matmul_dtype)
     except ConfigError:
         raise
     except ValueError as e:  # a schedule that cannot fit this horizon, with its own message
