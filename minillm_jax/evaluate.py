@@ -23,9 +23,10 @@ def evaluate(workdir: str, step: int | None = None, data_dir: str | None = None,
     """Evaluation of checkpoint `step` (newest if None) of the run in `workdir`."""
     import dataclasses
 
-    from minillm_jax import checkpointing, data
-    from minillm_jax.build import build_run
-    from minillm_jax.evaluator import Evaluator
+    from minillm_jax import data
+    from minillm_jax.train import checkpointing
+    from minillm_jax.train.build import build_run
+    from minillm_jax.train.evaluator import Evaluator
 
     checkpointing.quiet_orbax_logs()
     config, step = checkpointing.load_config(workdir, step)
@@ -57,12 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.WARNING)
-    from minillm_jax.checkpointing import CheckpointError
+    from minillm_jax.train.checkpointing import CheckpointError
     from minillm_jax.config import ConfigError
     from minillm_jax.data import DataError
-    from minillm_jax.evaluator import format_eval
+    from minillm_jax.train.evaluator import format_eval
 
-    from minillm_jax.cli import run_command
+    from minillm_jax.config.cli import run_command
 
     def work() -> None:
         result = evaluate(args.workdir, args.step, args.data, args.batch_size, args.max_batches)

@@ -18,7 +18,7 @@ from minillm_jax import deps
 
 def main(argv: Sequence[str] | None = None) -> int:
     deps.require()  # before anything imports ml_collections, grain or JAX
-    from minillm_jax.cli import parse_config_args, run_command
+    from minillm_jax.config.cli import parse_config_args, run_command
 
     parser = argparse.ArgumentParser(prog="python -m minillm_jax.main",
                                      description=__doc__.strip().splitlines()[0])
@@ -26,10 +26,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from absl import logging
 
     logging.set_verbosity(logging.WARNING)  # orbax and jax log every file operation at INFO
-    from minillm_jax.checkpointing import CheckpointError
+    from minillm_jax.train.checkpointing import CheckpointError
     from minillm_jax.config import ConfigError
     from minillm_jax.data import DataError
-    from minillm_jax.trainer import TrainingError, train
+    from minillm_jax.train.trainer import TrainingError, train
 
     return run_command(lambda: train(config, name=name),
                        (CheckpointError, ConfigError, DataError, TrainingError))

@@ -4,7 +4,7 @@
         [--max-new-tokens 40] [--temperature 0.9] [--top-k 50] [--seed 0] [--num-samples 1]
 
 Temperature 0 is greedy decoding; --top-k 0 samples from the whole vocabulary. The same seed
-gives the same text. This is the command line; the library is minillm_jax.generation (`generate`:
+gives the same text. This is the command line; the library is minillm_jax.model.generation (`generate`:
 one prefill of the prompt, then one token per step from a KV cache; the context is the last
 sequence_length tokens).
 """
@@ -32,11 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     from absl import logging as absl_logging
 
     absl_logging.set_verbosity(absl_logging.WARNING)
-    from minillm_jax import checkpointing, rundir
-    from minillm_jax.model import build_model
-    from minillm_jax.generation import generate
+    from minillm_jax.train import checkpointing
+    from minillm_jax.train import rundir
+    from minillm_jax.model.transformer import build_model
+    from minillm_jax.model.generation import generate
 
-    from minillm_jax.cli import run_command
+    from minillm_jax.config.cli import run_command
 
     def work() -> None:
         config, params, step = checkpointing.load_params(args.workdir, args.step)

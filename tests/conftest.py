@@ -40,7 +40,7 @@ def world(monkeypatch):
     """A fake clock that advances `step_s` seconds per training batch, bad micro-batches (an
     out-of-range token id embeds as NaN: a non-finite loss), and an interruption point."""
     state = {"now": 0.0, "step_s": 1.0, "bad": set(), "die_at": None, "on_micro": {}}
-    from minillm_jax import trainer
+    from minillm_jax.train import trainer
     from minillm_jax.data import loader as loader_lib
 
     real_next = loader_lib.TrainLoader.__next__

@@ -16,7 +16,7 @@ def fast_jit(fn: Callable, *example_args: Any) -> Callable:
 
 
 def fast_init(model: Any, seed: int = 0) -> Any:
-    """minillm_jax.model.init_params, compiled with FAST_COMPILE."""
+    """minillm_jax.model.transformer.init_params, compiled with FAST_COMPILE."""
     import jax.numpy as jnp
 
     idx = jnp.zeros((1, min(8, model.cfg.sequence_length)), jnp.int32)

@@ -8,11 +8,11 @@ import os
 import numpy as np
 import pytest
 
-from minillm_jax import ablation
-from minillm_jax.ablation import (ablation_table, curve, format_markdown, has_x, load_runs,
+from minillm_jax.experiments import ablation
+from minillm_jax.experiments.ablation import (ablation_table, curve, format_markdown, has_x, load_runs,
                                   mean_curve, plot_ablation, time_to_reach, variant_mean_curve,
                                   write_csv)
-from minillm_jax.stats import paired_difference, summarize, t_cdf, t_critical
+from minillm_jax.experiments.stats import paired_difference, summarize, t_cdf, t_critical
 
 # Two-sided 95% Student-t critical values, df 1..30, as printed in standard tables (3 decimals).
 T95_TABLE = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228,

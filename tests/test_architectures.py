@@ -9,9 +9,9 @@ import numpy as np
 import optax
 import pytest
 
-from minillm_jax import model as M
+from minillm_jax.model import transformer as M
 from minillm_jax.optim import decay_mask
-from minillm_jax.train_step import TrainState, features, make_train_step
+from minillm_jax.train.step import TrainState, features, make_train_step
 from tests.conftest import REPO, tiny_config
 from tests.fast_compile import fast_init, fast_jit
 
@@ -77,8 +77,8 @@ def test_moe_weighted_residual_run_learns_and_logs_router_stats(tmp_path, shakes
                                                                 capsys):
     """llama + MoE top-2 + weighted residual through trainer.train: loss falls, the parameter
     line shows active parameters, evals log the router statistics."""
-    from minillm_jax.metrics import read_metrics
-    from minillm_jax.trainer import train
+    from minillm_jax.train.metrics import read_metrics
+    from minillm_jax.train.trainer import train
 
     workdir = str(tmp_path / "moe")
     config = tiny_config(data_dir=shakespeare_dir, workdir=workdir, iterations=12, eval_freq=6,

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minillm_jax.attention import (AttentionChoice, _dropout_attention, attention_for_device,
+from minillm_jax.model.attention import (AttentionChoice, _dropout_attention, attention_for_device,
                                    choose_attention, dropout_attention, dropout_keep_mask,
                                    xla_attention)
 from minillm_jax.config import ConfigError
@@ -184,7 +184,7 @@ def _saved_residuals(fn, *args, capsys) -> str:
 def test_train_step_lowers_for_cuda_on_a_cpu_machine(dtype):
     """GPU-only lowering errors surface in CI: the XLA-attention train step (with attention
     dropout, i.e. the remat path) exports for CUDA without a GPU."""
-    from minillm_jax.build import build_run
+    from minillm_jax.train.build import build_run
     from minillm_jax.config import build_config
     from tests.conftest import tiny_config
 
@@ -204,7 +204,7 @@ class FakeDevice:
 def test_auto_falls_back_to_xla_when_the_cudnn_probe_fails(monkeypatch):
     """A GPU where cuDNN attention cannot run (simulated: the probe reports a failure): auto
     takes XLA and says why in one line; an explicit cudnn is one ConfigError line."""
-    import minillm_jax.attention as A
+    import minillm_jax.model.attention as A
 
     calls = []
 
@@ -231,7 +231,7 @@ def test_auto_falls_back_to_xla_when_the_cudnn_probe_fails(monkeypatch):
 
 def test_cudnn_probe_reports_a_real_failure_without_raising():
     """On this CPU machine cuDNN attention really cannot run: the probe returns one line."""
-    from minillm_jax.attention import cudnn_attention_error
+    from minillm_jax.model.attention import cudnn_attention_error
 
     error = cudnn_attention_error(jax.devices("cpu")[0], "bfloat16", 64)
     assert error is not None and "\n" not in error and "cuDNN" in error, error

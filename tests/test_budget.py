@@ -2,8 +2,8 @@
 
 import pytest
 
-from minillm_jax.metrics import read_metrics
-from minillm_jax.trainer import train
+from minillm_jax.train.metrics import read_metrics
+from minillm_jax.train.trainer import train
 from tests.conftest import tiny_config
 
 

@@ -17,11 +17,13 @@ import numpy as np
 import optax
 import pytest
 
-from minillm_jax import checkpointing, rundir
+from minillm_jax.train import checkpointing
+from minillm_jax.train import rundir
 from minillm_jax import config as config_lib
-from minillm_jax.checkpointing import CheckpointError, CheckpointWarning, RunCheckpoints
+from minillm_jax.train.checkpointing import CheckpointError, CheckpointWarning
+from minillm_jax.train.run_checkpoints import RunCheckpoints
 from minillm_jax.config import ConfigError
-from minillm_jax.train_step import TrainState
+from minillm_jax.train.step import TrainState
 from tests.conftest import REPO, tiny_config
 
 
@@ -73,9 +75,9 @@ def save_toy(workdir, steps, keep=3, **kw) -> dict[int, TrainState]:
 def model_state():
     """A TrainState of the tiny model (params, adamw moments, count, step, rng) filled with
     random values: realistic structure and dtypes without compiling anything."""
-    from minillm_jax.model import build_model
+    from minillm_jax.model.transformer import build_model
     from minillm_jax.optim import build_optimizer
-    from minillm_jax.train_step import init_state
+    from minillm_jax.train.step import init_state
 
     config = config_lib.build_config(tiny_config(dropout=0.1))
     tx, _ = build_optimizer(config.optim, config.run.iterations)
@@ -118,12 +120,14 @@ def test_round_trip_is_bitwise_even_after_donation(tmp_path, model_state):
 
 _OTHER_DEVICES = textwrap.dedent("""
     import dataclasses, sys, jax, numpy as np
-    from minillm_jax import checkpointing, rundir
-    from minillm_jax.build import build_run
+    from minillm_jax.train import checkpointing
+    from minillm_jax.train import rundir
+    from minillm_jax.train.build import build_run
+    from minillm_jax.train.run_checkpoints import RunCheckpoints
     config, _ = checkpointing.load_config(sys.argv[1])
     config = config.replace(execution=dataclasses.replace(config.execution, mesh_fsdp=2))
     run = build_run(config)
-    state, data_state, step = checkpointing.RunCheckpoints(sys.argv[1]).restore_latest(
+    state, data_state, step = RunCheckpoints(sys.argv[1]).restore_latest(
         run.abstract_state, config)
     wte = state.params["wte"]["embedding"]
     assert len(wte.sharding.device_set) == 4 and not wte.sharding.is_fully_replicated
@@ -213,9 +217,9 @@ def test_no_readable_checkpoint_is_an_error(tmp_path):
 
 
 def test_checkpoint_of_another_model_names_the_fields(tmp_path):
-    from minillm_jax.model import abstract_params, build_model
+    from minillm_jax.model.transformer import abstract_params, build_model
     from minillm_jax.optim import build_optimizer
-    from minillm_jax.train_step import init_state
+    from minillm_jax.train.step import init_state
 
     saved = config_lib.build_config(tiny_config(n_embd=64, n_head=4))
     zeros = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
@@ -248,7 +252,7 @@ def test_checkpoint_of_another_model_names_the_fields(tmp_path):
 
 
 def test_resume_false_refuses_an_existing_run(tmp_path):
-    from minillm_jax.trainer import train
+    from minillm_jax.train.trainer import train
 
     workdir = tmp_path / "run"
     save_toy(workdir, [5])
@@ -269,7 +273,8 @@ def test_resume_false_refuses_an_existing_run(tmp_path):
 _WRITE_FAILURE = textwrap.dedent("""
     import resource, signal, sys
     import jax.numpy as jnp
-    from minillm_jax.checkpointing import CheckpointError, RunCheckpoints
+    from minillm_jax.train.checkpointing import CheckpointError
+    from minillm_jax.train.run_checkpoints import RunCheckpoints
     from tests.test_checkpointing import TOY_CONFIG, toy_state
     ckpts = RunCheckpoints(sys.argv[1], keep=1)
     ckpts.save(1, toy_state(1, n=512), None, TOY_CONFIG)
@@ -374,7 +379,7 @@ def test_checkpoint_without_checksums_restores_with_a_warning(tmp_path):
 def test_processes_agree_on_the_step_before_anything_is_moved(tmp_path, monkeypatch):
     """Another process could not read step 10 (this one could): every process must take the
     same decision, so this one skips step 10 as well. all_max stands in for the allgather."""
-    from minillm_jax import distributed
+    from minillm_jax.train import distributed
 
     states = save_toy(tmp_path, [5, 10])
     decisions = []

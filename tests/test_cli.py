@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from minillm_jax.cli import parse_config_args
+from minillm_jax.config.cli import parse_config_args
 from tests.conftest import REPO
 
 CONFIG = textwrap.dedent("""
@@ -138,7 +138,8 @@ def test_main_needs_a_config(capsys):
     assert exit_info.value.code == 2 and "has no field 'n_layr'" in err.splitlines()[-1]
 
 
-CLIS = ["main", "benchmark", "evaluate", "sweep", "planner", "plotting", "gpu_check",
+CLIS = ["main", "experiments.benchmark", "evaluate", "sweep", "experiments.planner",
+        "experiments.plotting", "experiments.gpu_check",
         "data.prepare", "data.bench", "optim.measure", "export.to_torch", "export.from_torch"]
 
 
@@ -151,9 +152,10 @@ def test_every_cli_is_argparse_named_python_m(name, capsys):
     assert capsys.readouterr().out.startswith(f"usage: python -m minillm_jax.{name} ")
 
 
-WRAPPERS = {"bench": "benchmark", "plot": "plotting", "plan": "planner",
+WRAPPERS = {"bench": "experiments.benchmark", "plot": "experiments.plotting",
+            "plan": "experiments.planner",
             "convert_to_torch": "export.to_torch", "convert_from_torch": "export.from_torch",
-            "bench_data": "data.bench", "gpu_check": "gpu_check"}
+            "bench_data": "data.bench", "gpu_check": "experiments.gpu_check"}
 
 
 def test_tools_are_thin_wrappers():
@@ -170,7 +172,7 @@ def test_tools_are_thin_wrappers():
 
 
 def test_benchmark_refuses_no_timed_steps(capsys):
-    from minillm_jax import benchmark
+    from minillm_jax.experiments import benchmark
 
     with pytest.raises(SystemExit) as exit_info:
         benchmark.main(["--config", str(REPO / "configs" / "demo.py"), "--steps", "0"])
@@ -179,7 +181,7 @@ def test_benchmark_refuses_no_timed_steps(capsys):
 
 
 def test_run_command_turns_expected_errors_into_one_line(capsys):
-    from minillm_jax.cli import run_command
+    from minillm_jax.config.cli import run_command
 
     class BadInput(ValueError):
         pass

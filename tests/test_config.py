@@ -104,7 +104,7 @@ def test_compute_dtype_resolution_per_platform(requested, platform, dtype):
 
 
 def test_compute_dtype_defaults_to_auto_and_the_run_resolves_it_here():
-    from minillm_jax.build import build_run
+    from minillm_jax.train.build import build_run
 
     assert C.base_defaults()["compute_dtype"] == "auto"
     run = build_run(C.build_config(tiny_config()))  # nothing is compiled
@@ -165,9 +165,9 @@ def test_cli_reports_bad_values_in_one_message_exit_2(tmp_path, capsys):
 
 def test_batch_larger_than_the_data_is_refused_before_compiling(tmp_path, shakespeare_dir,
                                                                 monkeypatch):
-    from minillm_jax import build
+    from minillm_jax.train import build
     from minillm_jax.data import DataError
-    from minillm_jax.trainer import train
+    from minillm_jax.train.trainer import train
 
     def no_compile(self):
         raise AssertionError("compiled before checking the data")

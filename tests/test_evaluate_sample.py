@@ -13,7 +13,7 @@ import jax
 import numpy as np
 import pytest
 
-from minillm_jax import checkpointing
+from minillm_jax.train import checkpointing
 from minillm_jax import config as config_lib
 from minillm_jax import evaluate
 from tests.conftest import REPO, tiny_config
@@ -22,7 +22,7 @@ from tests.conftest import REPO, tiny_config
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory, shakespeare_dir):
     """A params-only checkpoint of the tiny model (random weights: nothing is compiled)."""
-    from minillm_jax.model import abstract_params, build_model
+    from minillm_jax.model.transformer import abstract_params, build_model
 
     workdir = str(tmp_path_factory.mktemp("run"))
     config = config_lib.build_config(tiny_config(data_dir=shakespeare_dir, workdir=workdir))
@@ -105,7 +105,7 @@ def test_accuracy_counts_a_tie_as_a_miss():
     import jax.numpy as jnp
     import numpy as np
 
-    from minillm_jax.losses import token_losses_and_hits
+    from minillm_jax.model.losses import token_losses_and_hits
 
     rng = np.random.default_rng(0)
     vocab, width = 12, 8
@@ -142,8 +142,8 @@ def test_uniform_model_scores_zero_not_100_percent(loss_chunk_size):
     import numpy as np
 
     from minillm_jax.config import build_config
-    from minillm_jax.model import build_model, init_params
-    from minillm_jax.train_step import make_eval_step
+    from minillm_jax.model.transformer import build_model, init_params
+    from minillm_jax.train.step import make_eval_step
 
     config = build_config(tiny_config(tie_embeddings=True))
     model = build_model(config.model)

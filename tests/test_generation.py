@@ -1,4 +1,4 @@
-"""minillm_jax.generation: the KV-cache path equals the no-cache recompute path (greedy, sampled,
+"""minillm_jax.model.generation: the KV-cache path equals the no-cache recompute path (greedy, sampled,
 past sequence_length), the cache's logits equal the full forward's, sampling is reproducible
 and never produces padded vocabulary ids."""
 
@@ -9,8 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minillm_jax import generation as G
-from minillm_jax import model as M
+from minillm_jax.model import generation as G
+from minillm_jax.model import transformer as M
 from tests.fast_compile import FAST_COMPILE
 
 SEQ = 16

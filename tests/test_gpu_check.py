@@ -10,7 +10,8 @@ import time
 
 import pytest
 
-from minillm_jax import gpu_cells, gpu_check
+from minillm_jax.experiments import gpu_cells
+from minillm_jax.experiments import gpu_check
 from tests.conftest import REPO
 
 ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
@@ -26,7 +27,7 @@ def _check(out, *args, **kwargs):
 def _independent_flops_per_token(cell_config):
     """6 x matmul weights + causal attention, from the config's own shapes (llama, tied)."""
     from minillm_jax.config import build_config, load_config
-    from minillm_jax.model import abstract_params, build_model
+    from minillm_jax.model.transformer import abstract_params, build_model
 
     config = load_config(REPO / "configs" / cell_config["config"])
     config.update(cell_config["overrides"])

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minillm_jax.losses import cross_entropy, fused_linear_cross_entropy
+from minillm_jax.model.losses import cross_entropy, fused_linear_cross_entropy
 
 
 # 50 with 16: 5 chunks of 10; 528 (66 x 8, as best.py's 66 x 512) with 64: 11 chunks of 48;
@@ -35,7 +35,7 @@ def test_fused_matches_plain_float32(n, chunk):
     (2 * 4099, 4096, 2733),  # only the divisor 2 below 4096: 3 equal chunks, not 4099 of 2
 ])
 def test_chunk_size_divides_the_tokens_when_it_can(n, requested, expected):
-    from minillm_jax.losses import chunk_size
+    from minillm_jax.model.losses import chunk_size
 
     chunk = chunk_size(n, requested)
     assert chunk == expected
@@ -66,7 +66,7 @@ def test_fused_bf16_close_to_float32():
 def test_chunked_eval_losses_and_hits_match_plain(n, chunk):
     """Forward-only per-token loss and argmax hits over chunks == the plain logits' (padded last
     chunk and no chunking included)."""
-    from minillm_jax.losses import token_losses_and_hits
+    from minillm_jax.model.losses import token_losses_and_hits
 
     h = jax.random.normal(jax.random.key(0), (n, 32))
     w = jax.random.normal(jax.random.key(1), (300, 32)) * 0.3
@@ -82,8 +82,8 @@ def test_chunked_eval_losses_and_hits_match_plain(n, chunk):
 def test_chunked_eval_step_equals_plain_eval_step():
     """The model's eval step (loss, accuracy, token sums with a padding mask) is the same with
     and without the chunked output layer."""
-    from minillm_jax import model as M
-    from minillm_jax.train_step import make_eval_step
+    from minillm_jax.model import transformer as M
+    from minillm_jax.train.step import make_eval_step
 
     cfg = M.ModelConfig(model="llama", n_layer=2, n_embd=32, n_head=4, vocab_size=128,
                         sequence_length=16)

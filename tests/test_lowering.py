@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from minillm_jax.attention import AttentionChoice
-from minillm_jax.build import build_run
+from minillm_jax.model.attention import AttentionChoice
+from minillm_jax.train.build import build_run
 from minillm_jax.config import build_config, load_config
 from tests.conftest import REPO
 
@@ -38,7 +38,7 @@ def _run(name: str, cudnn: bool, monkeypatch, **overrides):
 
         monkeypatch.setattr(cudnn_lowering, "check_cudnn_version", lambda: 91000)
         monkeypatch.setattr(cudnn_lowering, "check_compute_capability", lambda capability: True)
-        monkeypatch.setattr("minillm_jax.build.attention_for_device",
+        monkeypatch.setattr("minillm_jax.train.build.attention_for_device",
                             lambda *args, **kwargs: AttentionChoice("cudnn", "forced in a test"))
     return build_run(build_config(config, name))
 

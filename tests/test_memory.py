@@ -2,7 +2,7 @@
 
 import pytest
 
-from minillm_jax import memory
+from minillm_jax.train import memory
 from minillm_jax.config import ConfigError, build_config
 from tests.conftest import tiny_config
 
@@ -28,7 +28,7 @@ def test_check_fits_names_need_limit_and_what_to_change(monkeypatch):
 def test_oversized_config_stops_before_training(tmp_path, shakespeare_dir, capsys):
     """A sequence length whose attention scores alone need terabytes: refused after compiling,
     before any state is allocated or data read, without an XLA traceback."""
-    from minillm_jax.trainer import train
+    from minillm_jax.train.trainer import train
 
     config = tiny_config(data_dir=shakespeare_dir, workdir=str(tmp_path / "big"),
                          sequence_length=100_000, attention_impl="xla")

@@ -15,13 +15,13 @@ import textwrap
 
 import pytest
 
-from minillm_jax.metrics import read_metrics
+from minillm_jax.train.metrics import read_metrics
 from tests.conftest import REPO
 
 _SCRIPT = textwrap.dedent("""
     import json, sys
     import jax
-    from minillm_jax.trainer import train
+    from minillm_jax.train.trainer import train
     from tests.conftest import tiny_config
     data_dir, workdir, fsdp = sys.argv[1], sys.argv[2], int(sys.argv[3])
     # 8 iterations: periodic eval at 4 (no save there), final save at 8 followed by the final

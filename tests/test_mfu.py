@@ -5,8 +5,8 @@ import types
 import numpy as np
 import pytest
 
-from minillm_jax import mfu
-from minillm_jax.model import ModelConfig, abstract_params, build_model
+from minillm_jax.train import mfu
+from minillm_jax.model.transformer import ModelConfig, abstract_params, build_model
 
 L, C, NH, T, V = 2, 64, 4, 32, 256
 
@@ -95,7 +95,7 @@ class _Writer:
 
 
 def test_progress_log_reports_the_same_mfu(capsys, monkeypatch):
-    from minillm_jax import progress
+    from minillm_jax.train import progress
 
     clock = iter([0.0, 2.0, 2.0, 4.0, 4.0])
     monkeypatch.setattr(progress.time, "perf_counter", lambda: next(clock))

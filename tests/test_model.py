@@ -7,8 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minillm_jax import layers as L
-from minillm_jax import model as M
+from minillm_jax.model import layers as L
+from minillm_jax.model import transformer as M
 
 
 @pytest.mark.parametrize("name,n_layer,expected", [
@@ -123,7 +123,7 @@ def test_remat_policies_keep_gradients(remat):
     import torch
 
     from minillm_jax import export
-    from minillm_jax.losses import cross_entropy
+    from minillm_jax.model.losses import cross_entropy
     from tests.export import torch_reference
     from tests.export.common import batch, random_params, rel_err, tiny_config
 

@@ -8,10 +8,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from minillm_jax import model as M
-from minillm_jax import moe
+from minillm_jax.model import transformer as M
+from minillm_jax.model import moe
 from minillm_jax.config import ConfigError
-from minillm_jax.params_info import active_params, describe
+from minillm_jax.model.params_info import active_params, describe
 from tests.fast_compile import fast_jit
 
 B, T, C, E, H = 3, 16, 16, 4, 32

@@ -27,7 +27,7 @@ import time
 import numpy as np
 import pytest
 
-from minillm_jax.metrics import read_metrics
+from minillm_jax.train.metrics import read_metrics
 from tests.conftest import REPO
 
 # Runs the command line unchanged; a spy on TrainLoader records the first tokens of the rows this

@@ -5,8 +5,8 @@ import textwrap
 
 import pytest
 
-from minillm_jax import planner
-from minillm_jax.mfu import flops_per_token
+from minillm_jax.experiments import planner
+from minillm_jax.train.mfu import flops_per_token
 
 A100_3H = 312e12 * 3 * 3600  # 3.3696e18 FLOPs at 100% MFU
 
@@ -61,7 +61,7 @@ def test_param_counts_match_llm_baselines():
     c, v = 512, 50304  # GPT: per layer 12 C^2 + 2 C (two norms), plus ln_f and the V x C embedding
     assert planner.param_count(3, c, model="gpt") == 3 * (12 * c * c + 2 * c) + c + v * c
     # The linear decomposition equals num_params of the whole model's abstract shapes.
-    from minillm_jax.model import ModelConfig, abstract_params, build_model, num_params
+    from minillm_jax.model.transformer import ModelConfig, abstract_params, build_model, num_params
 
     cfg = ModelConfig(model="llama", n_layer=5, n_embd=640, n_head=10)
     assert planner.param_count(5, 640) == num_params(abstract_params(build_model(cfg)), cfg)
@@ -104,7 +104,7 @@ def test_cli_reproduces_the_seed_arithmetic(capsys):
 
 
 def test_cli_measure_runs_the_benchmark(tmp_path, capsys, monkeypatch):
-    from minillm_jax import benchmark
+    from minillm_jax.experiments import benchmark
 
     # The CPU "peak" is a timed matmul; a small one keeps this test quick.
     original = benchmark.measure_matmul_peak

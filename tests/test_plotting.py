@@ -7,8 +7,9 @@ import warnings
 
 import pytest
 
-from minillm_jax import plotting, sweep
-from minillm_jax.plotting import final_point, series, val_loss_curve, x_at, x_by_step
+from minillm_jax.experiments import plotting
+from minillm_jax.experiments import sweep
+from minillm_jax.experiments.plotting import final_point, series, val_loss_curve, x_at, x_by_step
 
 TOKENS_PER_STEP = 256
 
@@ -122,7 +123,7 @@ def test_sweep_figures_need_several_runs(tmp_path):
 
 
 def test_plot_tool_x_option(tmp_path, capsys):
-    tool = plotting  # python -m minillm_jax.plotting, also tools/plot.py
+    tool = plotting  # python -m minillm_jax.experiments.plotting, also tools/plot.py
     runs = [write_run(tmp_path / "runs" / name, make_records(final=f))
             for name, f in (("a", 1.5), ("b", 1.6))]
     out = tmp_path / "plots"

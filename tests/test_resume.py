@@ -15,13 +15,13 @@ import time
 
 import pytest
 
-from minillm_jax.metrics import MetricsWriter, read_metrics
+from minillm_jax.train.metrics import MetricsWriter, read_metrics
 from tests.conftest import REPO
 
 _RUN = textwrap.dedent("""
     import asyncio, json, os, signal, sys, time
     from minillm_jax.data import loader as loader_lib
-    from minillm_jax.trainer import train
+    from minillm_jax.train.trainer import train
     from tests.conftest import tiny_config
     overrides, hooks = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 

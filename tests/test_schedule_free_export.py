@@ -5,9 +5,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from minillm_jax.checkpointing import load_params, restore_params
-from minillm_jax.rundir import checkpoint_dir
-from minillm_jax.trainer import train
+from minillm_jax.train.checkpointing import load_params, restore_params
+from minillm_jax.train.rundir import checkpoint_dir
+from minillm_jax.train.trainer import train
 from tests.conftest import tiny_config
 
 

@@ -8,7 +8,8 @@ import textwrap
 
 import pytest
 
-from minillm_jax import sweep, trainer
+from minillm_jax.experiments import sweep
+from minillm_jax.train import trainer
 from tests.conftest import REPO, tiny_config
 
 SWEEP_FILE = """
@@ -84,7 +85,7 @@ def test_sweep_runs_resumes_and_reports(tmp_path, shakespeare_dir, monkeypatch, 
     capsys.readouterr()
     assert sweep.main([str(sweep_file), "--out", out]) == 0
     assert calls == [("L2_d32", os.path.join(out, "L2_d32"))]
-    from minillm_jax.metrics import read_metrics
+    from minillm_jax.train.metrics import read_metrics
 
     trained_steps = [r["step"] for r in read_metrics(os.path.join(out, "L2_d32"))
                      if "train_loss" in r]
@@ -106,7 +107,7 @@ def test_sweep_runs_resumes_and_reports(tmp_path, shakespeare_dir, monkeypatch, 
         assert float(row["val_perplexity"]) == pytest.approx(
             2.718281828 ** float(row["val_loss"]), rel=1e-4)
         assert float(row["train_time_s"]) > 0 and float(row["predicted_loss"]) > 1.69
-    from minillm_jax.planner import param_count
+    from minillm_jax.experiments.planner import param_count
 
     assert int(rows["L1_d64"]["params"]) == param_count(1, 64, 4, sequence_length=32)
     assert int(rows["L2_d32"]["params"]) == param_count(2, 32, 2, sequence_length=32)
@@ -117,10 +118,10 @@ def test_sweep_runs_resumes_and_reports(tmp_path, shakespeare_dir, monkeypatch, 
     assert sweep.main([str(sweep_file), "--out", out]) == 0
     assert calls == []
 
-    # 5. python -m minillm_jax.plotting (tools/plot.py) on the run directories, one of them
+    # 5. python -m minillm_jax.experiments.plotting (tools/plot.py) on the run directories, one of them
     # without the sweep's config.json (its config then comes from the checkpoint).
     os.remove(os.path.join(out, "L2_d32", "config.json"))
-    from minillm_jax import plotting as plot_tool
+    from minillm_jax.experiments import plotting as plot_tool
     plots = str(tmp_path / "plots")
     assert plot_tool.main([os.path.join(out, "L1_d64"), os.path.join(out, "L2_d32"),
                            "--out", plots]) == 0

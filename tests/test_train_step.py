@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from minillm_jax import model as M
-from minillm_jax.train_step import init_state, make_eval_step, make_train_step
+from minillm_jax.model import transformer as M
+from minillm_jax.train.step import init_state, make_eval_step, make_train_step
 
 
 class _FixedLogits:
@@ -82,7 +82,7 @@ def test_fused_loss_step_equals_plain_step():
 def test_bf16_training_tracks_float32_for_100_steps(shakespeare_dir):
     """100 steps on the built-in corpus: every bfloat16 (float32 residual) loss is within 2% of
     the float32 run's (measured here: 0.4% at most)."""
-    from minillm_jax.benchmark import train_losses
+    from minillm_jax.experiments.benchmark import train_losses
     from tests.conftest import tiny_config
 
     base = dict(data_dir=shakespeare_dir, iterations=100, lr=3e-3, dropout=0.0, batch_size=4)

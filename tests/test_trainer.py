@@ -10,8 +10,8 @@ import textwrap
 import pytest
 
 from minillm_jax.config import ConfigError
-from minillm_jax.metrics import read_metrics
-from minillm_jax.trainer import TrainingError, train
+from minillm_jax.train.metrics import read_metrics
+from minillm_jax.train.trainer import TrainingError, train
 from tests.conftest import REPO, tiny_config
 
 
@@ -52,7 +52,7 @@ def test_same_seed_same_losses(trained, tmp_path, shakespeare_dir):
 
 _MULTI_DEVICE_SCRIPT = textwrap.dedent("""
     import json, sys
-    from minillm_jax.trainer import train
+    from minillm_jax.train.trainer import train
     from tests.conftest import tiny_config
     config = tiny_config(data_dir=sys.argv[1], workdir=sys.argv[2], iterations=6, log_freq=1,
                          eval_freq=100, final_full_eval=False)

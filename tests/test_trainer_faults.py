@@ -8,9 +8,11 @@ import os
 
 import pytest
 
-from minillm_jax import checkpointing, rundir
-from minillm_jax.metrics import read_metrics
-from minillm_jax.trainer import TrainingError, train
+from minillm_jax.train import checkpointing
+from minillm_jax.train import rundir
+from minillm_jax.train.metrics import read_metrics
+from minillm_jax.train.trainer import TrainingError, train
+from minillm_jax.train.run_checkpoints import RunCheckpoints
 from tests.conftest import Interrupted, tiny_config
 
 
@@ -218,7 +220,7 @@ def test_lr_logged_after_skipped_steps_is_the_schedule_at_the_step(tmp_path, sha
     for step, lr in logged.items():
         assert lr == pytest.approx(float(schedule(step - 1)), rel=1e-6), step
     assert [r["skipped_steps"] for r in read_metrics(config.workdir) if "lr" in r][-1] == 1
-    loop = checkpointing.RunCheckpoints(config.workdir).loop_state(12)
+    loop = RunCheckpoints(config.workdir).loop_state(12)
     assert loop["skipped_steps"] == 1
 
 
@@ -228,7 +230,7 @@ def test_params_only_resume_applies_the_schedule_at_its_step(tmp_path, shakespea
     import jax
 
     from minillm_jax.config import build_config
-    from minillm_jax.model import build_model, init_params
+    from minillm_jax.model.transformer import build_model, init_params
     from minillm_jax.optim import build_schedule
 
     config = _config(shakespeare_dir, tmp_path / "run", iterations=12)

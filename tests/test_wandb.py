@@ -17,14 +17,14 @@ import textwrap
 
 import pytest
 
-from minillm_jax.metrics import read_metrics
+from minillm_jax.train.metrics import read_metrics
 from tests.conftest import REPO
 
 _SCRIPT = textwrap.dedent("""
     import sys
     from unittest import mock
     import wandb
-    from minillm_jax.trainer import train
+    from minillm_jax.train.trainer import train
     from tests.conftest import tiny_config
 
     data_dir, root = sys.argv[1], sys.argv[2]
@@ -149,7 +149,7 @@ def fake_wandb(monkeypatch, tmp_path):
 
 
 def test_wandb_goes_online_with_wandb_login_credentials(fake_wandb, tmp_path, capsys):
-    from minillm_jax.metrics import MetricsWriter
+    from minillm_jax.train.metrics import MetricsWriter
 
     (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password abc123\n")
     writer = MetricsWriter(str(tmp_path), wandb=True)
@@ -160,7 +160,7 @@ def test_wandb_goes_online_with_wandb_login_credentials(fake_wandb, tmp_path, ca
 
 def test_wandb_offline_says_so_and_failed_runs_finish_with_their_exit_code(fake_wandb,
                                                                           tmp_path, capsys):
-    from minillm_jax.metrics import MetricsWriter
+    from minillm_jax.train.metrics import MetricsWriter
 
     writer = MetricsWriter(str(tmp_path), wandb=True)  # no credentials at all
     writer.write(1, train_loss=2.0)
@@ -173,7 +173,7 @@ def test_wandb_offline_says_so_and_failed_runs_finish_with_their_exit_code(fake_
 def test_a_hanging_wandb_call_does_not_hang_training(fake_wandb, tmp_path, monkeypatch, capsys):
     import time
 
-    from minillm_jax.metrics import MetricsWriter, read_metrics
+    from minillm_jax.train.metrics import MetricsWriter, read_metrics
 
     fake_wandb.hang_log = True
     monkeypatch.setattr(MetricsWriter, "TIMEOUT_S", 0.2)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from minillm_jax.gpu_check import main  # noqa: E402
+from minillm_jax.experiments.gpu_check import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -83,7 +83,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--skip-prepare", action="store_true")
     args = p.parse_args(argv)
     os.environ.setdefault("JAX_PLATFORMS", "cpu")  # the loader needs no accelerator
-    from minillm_jax.cli import run_command
+    from minillm_jax.config.cli import run_command
 
     return run_command(lambda: run(args), DataError)
 

@@ -59,7 +59,7 @@ from minillm_jax.data import format as fmt
 from minillm_jax.data.plans import Plan, hub_plan, local_plan, split_ranks
 from minillm_jax.data.sources import LocalSource, ShakespeareSource
 from minillm_jax.data.writer import Encoded, Progress, Writer, fsync_write, tmp_path
-from minillm_jax.tokenizer import EOT_TOKEN, GPT2_TIKTOKEN_SHA256, get_tokenizer
+from minillm_jax.data.tokenizer import EOT_TOKEN, GPT2_TIKTOKEN_SHA256, get_tokenizer
 
 DATASETS = ("slimpajama", "shakespeare", "shakespeare-dev", "text")
 DEFAULT_VAL_FRACTION = {"slimpajama": 0.0005, "text": 0.0005, "shakespeare": 0.05,
@@ -355,7 +355,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from minillm_jax.cli import run_command
+    from minillm_jax.config.cli import run_command
 
     args = _parser().parse_args(argv)
 

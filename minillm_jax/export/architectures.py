@@ -22,8 +22,9 @@ from typing import Callable
 
 from minillm_jax.export.errors import ConversionError
 from minillm_jax.export.mapping import (
-    Identity, QKVSplit, Rule, RowPermutation, Tied, Transpose, layered, rope_interleaved_to_half)
-from minillm_jax.model import ModelConfig
+    Identity, QKVSplit, Rule, RowPermutation, Tied, Transpose, flatten, layered,
+    rope_interleaved_to_half)
+from minillm_jax.model.transformer import ModelConfig, Transformer, abstract_params
 
 LLM_BASELINES = "llm-baselines"
 HF = "hf"
@@ -204,12 +205,16 @@ def arcee_hf_rules(cfg: ModelConfig) -> list[Rule]:
                                  ("mlp/c_proj/kernel", "mlp.down_proj.weight", T)])
 
 
+def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
+    """Leaf path -> shape of our model's parameters (nothing allocated)."""
+    return {k: tuple(v.shape) for k, v in flatten(abstract_params(Transformer(cfg))).items()}
+
+
+
 def custom_hf_rules(cfg: ModelConfig) -> list[Rule]:
     """MiniLLMForCausalLM (hf_custom/modeling_minillm.py): our own names with torch's layout:
     a/b/kernel -> a.b.weight (out, in), scale -> weight, embedding -> weight; the blocks under
     model.blocks.{i}, everything else under model. except lm_head."""
-    from minillm_jax.export.core import param_shapes  # core imports this module
-
     rules = []
     for path in sorted(param_shapes(cfg)):
         *module, leaf = path.split("/")

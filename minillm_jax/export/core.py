@@ -9,12 +9,13 @@ import ml_collections
 import numpy as np
 
 from minillm_jax.export import architectures
+from minillm_jax.export.architectures import param_shapes
 from minillm_jax.export.errors import ConversionError
 from minillm_jax.export.mapping import (
     check_rules_cover, check_tree, expected_torch_shapes, flatten, from_state_dict, to_numpy,
     to_state_dict, unflatten)
 from minillm_jax.config import MODEL_ALIASES, TrainConfig
-from minillm_jax.model import ModelConfig, Transformer, abstract_params
+from minillm_jax.model.transformer import ModelConfig
 
 
 def model_config(config: ml_collections.ConfigDict | Mapping[str, Any] | TrainConfig | ModelConfig,
@@ -39,11 +40,6 @@ def describe(cfg: ModelConfig, fmt: str) -> str:
     return (f"{entry.name} (n_layer={cfg.n_layer}, n_embd={cfg.n_embd}, n_head={cfg.n_head}, "
             f"vocab_size={cfg.vocab_size}, sequence_length={cfg.sequence_length}, bias={cfg.bias}, "
             f"tie_embeddings={cfg.tie_embeddings})")
-
-
-def param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """Leaf path -> shape of our model's parameters (nothing allocated)."""
-    return {k: tuple(v.shape) for k, v in flatten(abstract_params(Transformer(cfg))).items()}
 
 
 def _rules(cfg: ModelConfig, fmt: str, exporting: bool = True):

@@ -43,7 +43,8 @@ def build_config(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> None:
-    from minillm_jax import checkpointing, rundir
+    from minillm_jax.train import checkpointing
+    from minillm_jax.train import rundir
     from minillm_jax.export import ConversionError, llm_baselines
 
     ckpt_dir = rundir.checkpoint_dir(args.workdir)
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="unpickle non-tensor content (only for files you trust)")
     args = parser.parse_args(argv)
 
-    from minillm_jax.cli import run_command
+    from minillm_jax.config.cli import run_command
     from minillm_jax.export import ConversionError
 
     return run_command(lambda: run(args), ConversionError)

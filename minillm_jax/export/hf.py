@@ -35,8 +35,8 @@ import ml_collections
 from minillm_jax.export.architectures import HF, HF_CUSTOM, REGISTRY, hf_entry
 from minillm_jax.export.core import export_arrays, import_arrays, model_config
 from minillm_jax.export.errors import ConversionError
-from minillm_jax.model import ModelConfig
-from minillm_jax.tokenizer import EOT_TOKEN, GPT2_VOCAB
+from minillm_jax.model.transformer import ModelConfig
+from minillm_jax.data.tokenizer import EOT_TOKEN, GPT2_VOCAB
 
 FORMAT = HF
 WEIGHTS_NAME = "model.safetensors"

@@ -12,7 +12,7 @@ import functools
 import json
 import os
 
-from minillm_jax.tokenizer import EOT_TOKEN, get_tokenizer
+from minillm_jax.data.tokenizer import EOT_TOKEN, get_tokenizer
 
 EOT_TEXT = "<|endoftext|>"
 FILES = ("vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",

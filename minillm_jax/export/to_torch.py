@@ -26,7 +26,9 @@ import sys
 
 
 def _load(workdir: str, step: int | None, fmt: str):
-    from minillm_jax import checkpointing, export, rundir
+    from minillm_jax import export
+    from minillm_jax.train import checkpointing
+    from minillm_jax.train import rundir
     from minillm_jax.export import ConversionError
 
     ckpt_dir = rundir.checkpoint_dir(workdir)
@@ -79,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                              "transformers class computes the model")
     args = parser.parse_args(argv)
 
-    from minillm_jax.cli import run_command
+    from minillm_jax.config.cli import run_command
     from minillm_jax.export import ConversionError
 
     return run_command(lambda: run(args), ConversionError)

@@ -6,7 +6,7 @@
 
 1. Optimizer-state bytes for the 124M GPT (configs/base.py shapes) computed with jax.eval_shape
    (nothing is allocated), for every config.opt.
-2. Loss after N steps of a small GPT (minillm_jax.model, 2 layers, n_embd 128, vocab 512) on a
+2. Loss after N steps of a small GPT (minillm_jax.model.transformer, 2 layers, n_embd 128, vocab 512) on a
    synthetic next-token task with a noise floor: x[t+1] = perm[x[t]] with probability 0.9, else
    uniform (entropy floor 0.947 nats). Fresh batches every step; the reported loss is the mean
    train loss of the last 20 steps.
@@ -26,8 +26,8 @@ import optax
 
 from minillm_jax.config import (
     OPTIMIZERS, ConfigError, ModelConfig, OptimConfig, base_defaults, build_config)
-from minillm_jax.losses import cross_entropy
-from minillm_jax.model import Transformer, abstract_params, count_params, init_params
+from minillm_jax.model.losses import cross_entropy
+from minillm_jax.model.transformer import Transformer, abstract_params, count_params, init_params
 from minillm_jax.optim.factory import build_optimizer, optimizer_state_bytes
 
 
@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         specs = [(spec, *_parse(spec)) for spec in args.opts.split(",")]
     except ValueError:
         parser.error(f"--opts {args.opts!r}: expected comma-separated opt[:field=value...]")
-    from minillm_jax.cli import run_command
+    from minillm_jax.config.cli import run_command
 
     def work() -> None:
         if not args.skip_bytes:

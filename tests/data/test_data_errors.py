@@ -13,7 +13,7 @@ from tests.data.data_helpers import write_jsonl, write_parquet, write_tokens
 
 from minillm_jax.data import DataError, TrainLoader, iter_val_batches, load_meta
 from minillm_jax.data import prepare as prep
-from minillm_jax.tokenizer import EOT_TOKEN
+from minillm_jax.data.tokenizer import EOT_TOKEN
 
 
 def _run(tmp_path, source, name="out", **kw):

@@ -13,7 +13,7 @@ from tests.data.data_helpers import write_jsonl, write_parquet, write_tokens, wr
 
 from minillm_jax.data import DataError, ensure_dataset, is_prepared, load_meta
 from minillm_jax.data import prepare as prep
-from minillm_jax.tokenizer import EOT_TOKEN, GPT2_TIKTOKEN_SHA256, get_tokenizer
+from minillm_jax.data.tokenizer import EOT_TOKEN, GPT2_TIKTOKEN_SHA256, get_tokenizer
 
 
 def _read(directory, split):

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from minillm_jax.model import ModelConfig, Transformer, abstract_params
+from minillm_jax.model.transformer import ModelConfig, Transformer, abstract_params
 from minillm_jax.export.mapping import flatten, unflatten
 
 TINY = dict(n_layer=2, n_embd=64, n_head=4, vocab_size=512, sequence_length=32)
@@ -60,7 +60,7 @@ def rel_err(got, want) -> float:
 @functools.lru_cache(maxsize=None)
 def jax_results(model: str, bias: bool, tied: bool):
     """(config, params, idx, targets, logits, loss, grads) of one fp32 training-step loss."""
-    from minillm_jax.losses import cross_entropy
+    from minillm_jax.model.losses import cross_entropy
 
     config = tiny_config(model, bias, tied)
     params = random_params(config)

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from minillm_jax import checkpointing, export
+from minillm_jax import export
+from minillm_jax.train import checkpointing
 from minillm_jax.export import to_torch
 from tests.conftest import REPO
 from tests.export.common import random_params, tiny_config
@@ -161,7 +162,7 @@ def test_bad_dtype_and_bad_argument_values():
 def test_non_standard_blocks_are_refused(fields, message):
     from minillm_jax.export.architectures import lookup
     from minillm_jax.export.errors import ConversionError
-    from minillm_jax.model import ModelConfig
+    from minillm_jax.model.transformer import ModelConfig
 
     cfg = ModelConfig(model="llama", n_layer=2, n_embd=64, n_head=4, **fields)
     # hf refuses only MoE; the custom-code export holds the others (test_hf_options.py)

@@ -15,7 +15,7 @@ import torch
 
 from minillm_jax import export
 from minillm_jax.config import exec_python_file
-from minillm_jax.model import ModelConfig, Transformer
+from minillm_jax.model.transformer import ModelConfig, Transformer
 from tests.conftest import REPO
 from tests.export.common import batch, random_params, record, rel_err, tiny_config
 
@@ -157,7 +157,7 @@ def test_moe_is_refused_in_one_line(tmp_path):
 
 
 def _greedy_jax(config, params, prompt, n):
-    from minillm_jax.generation import generate_tokens
+    from minillm_jax.model.generation import generate_tokens
 
     net = Transformer(ModelConfig.from_flat(config.to_dict()))
     return generate_tokens(net, params, prompt, max_new_tokens=n, temperature=0.0)
@@ -229,9 +229,9 @@ def test_cli_exports_a_schedule_free_modern_run(tmp_path, shakespeare_dir, capsy
     """tools/convert_to_torch.py --format hf on a trained schedule-free run with the modern
     recipe's model: custom code, said so and why, holding schedule-free's averaged parameters
     x (what load_params gives), not the iterate y the optimizer steps."""
-    from minillm_jax.checkpointing import load_params, restore_params
+    from minillm_jax.train.checkpointing import load_params, restore_params
     from minillm_jax.export import to_torch
-    from minillm_jax.trainer import train
+    from minillm_jax.train.trainer import train
     from tests.conftest import tiny_config as run_config
 
     config = run_config(data_dir=shakespeare_dir, workdir=str(tmp_path / "sf"), opt="sfadamw",

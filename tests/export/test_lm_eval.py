@@ -1,6 +1,6 @@
 """lm-eval-harness runs on an exported directory (its `hf` model type, custom code) and its
 per-example log-likelihoods equal the JAX model's scoring of the same continuations
-(minillm_jax.loglikelihood): a tiny multiple-choice task from this repository, fully offline."""
+(minillm_jax.model.loglikelihood): a tiny multiple-choice task from this repository, fully offline."""
 
 import glob
 import importlib.util
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from minillm_jax import export
-from minillm_jax.loglikelihood import continuation_logprobs, encode_pair
-from minillm_jax.model import ModelConfig, Transformer
+from minillm_jax.model.loglikelihood import continuation_logprobs, encode_pair
+from minillm_jax.model.transformer import ModelConfig, Transformer
 from tests.conftest import REPO
 from tests.export.common import random_params, tiny_config
 from tests.export.test_hf_options import MODERN

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from minillm_jax import checkpointing, export
+from minillm_jax import export
+from minillm_jax.train import checkpointing
 from minillm_jax.export import from_torch, to_torch
 from minillm_jax.export.mapping import flatten
 from tests.conftest import REPO

@@ -7,7 +7,7 @@ import pytest
 
 from minillm_jax import export
 from minillm_jax.export.hf_tokenizer import bytes_to_unicode, vocab_and_merges
-from minillm_jax.tokenizer import get_tokenizer
+from minillm_jax.data.tokenizer import get_tokenizer
 from tests.export.common import tiny_config
 
 SAMPLES = [
@@ -37,7 +37,7 @@ def test_exported_model_dir_tokenizer_matches_tiktoken(tmp_path):
     config = tiny_config("gpt", n_layer=1, vocab_size=50304)
     rng = np.random.default_rng(0)
     from minillm_jax.export.mapping import flatten, unflatten
-    from minillm_jax.model import ModelConfig, Transformer, abstract_params
+    from minillm_jax.model.transformer import ModelConfig, Transformer, abstract_params
 
     shapes = flatten(abstract_params(Transformer(ModelConfig.from_flat(config.to_dict()))))
     params = unflatten({k: rng.standard_normal(v.shape).astype(np.float32) * 0.02

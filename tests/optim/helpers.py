@@ -1,6 +1,6 @@
 """A tiny learnable language-modelling problem shared by the optimizer tests.
 
-A pure-jnp residual MLP language model with the same parameter layout as minillm_jax.model's
+A pure-jnp residual MLP language model with the same parameter layout as minillm_jax.model.transformer's
 GPT (tied `wte` embedding, RMS-norm `scale`s, Dense `kernel`s stacked on a leading layer axis,
 optionally an untied `lm_head`) compiles in well under a second, unlike the flax model, which
 keeps these tests fast on shared CPUs. Sequences follow a fixed random permutation

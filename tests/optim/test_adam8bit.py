@@ -114,7 +114,7 @@ def test_state_layout_and_equivalence_to_adamw_without_quantisation():
 
 
 def test_state_bytes_of_124m_gpt():
-    from minillm_jax.model import ModelConfig, Transformer, abstract_params
+    from minillm_jax.model.transformer import ModelConfig, Transformer, abstract_params
 
     params = abstract_params(Transformer(ModelConfig()))
     sizes = {}

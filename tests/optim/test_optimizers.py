@@ -96,7 +96,7 @@ def check_schedule_free_eval_params(config, params, state):
 
 
 def test_muon_labels_on_the_real_models():
-    from minillm_jax.model import ModelConfig, Transformer, abstract_params
+    from minillm_jax.model.transformer import ModelConfig, Transformer, abstract_params
 
     for cfg in (ModelConfig(n_layer=2, n_embd=64, n_head=4, vocab_size=128, sequence_length=16),
                 ModelConfig(model="llama", n_layer=2, n_embd=64, n_head=4, vocab_size=128,

@@ -1,6 +1,6 @@
 """MiniLLM in PyTorch: the GPT and Llama models of minillm-jax, with all their dense options.
 
-It computes what minillm_jax.model.Transformer computes (float32 logits equal to ~1e-6):
+It computes what minillm_jax.model.transformer.Transformer computes (float32 logits equal to ~1e-6):
   embeddings   gpt: wte(ids) + wpe(position); llama: wte(ids) (positions enter through RoPE)
   blocks       for each sublayer of config.block_pattern, pre-norm with a residual:
                x = x + sublayer(ln_k(x)); norms are LayerNorm (gpt) or RMSNorm (llama)

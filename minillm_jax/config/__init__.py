@@ -1,0 +1,31 @@
+"""Run configuration: the ml_collections file the user writes, turned into typed, checked parts.
+
+    files.py    executing configs/*.py files; configs/base.py, where every default lives
+    schema.py   the five frozen parts of a TrainConfig, each checking its own fields
+    build.py    build_config (flat config -> TrainConfig, every bad field at once), device checks
+    checks.py   ConfigError and the single-value checks; the sgdr arithmetic they need
+    cli.py      `--config FILE --config.FIELD=VALUE` for argparse; run_command for every command
+
+This package is the config API the rest of the code (and config files) import from; it imports
+nothing of the model, the optimizers or the trainer.
+"""
+
+from minillm_jax.config.build import build_config, check_devices, check_sequence_fits
+from minillm_jax.config.checks import MAX_SGDR_CYCLES, ConfigError, check_schedule, sgdr_cycles
+from minillm_jax.config.files import BASE_CONFIG, base_defaults, exec_python_file, load_config
+from minillm_jax.config.schema import (ACCELERATOR_PLATFORMS, ATTENTION_ALIASES, ATTENTION_IMPLS,
+                                       COMPUTE_DTYPES, MLP_ACTIVATIONS, MODEL_ALIASES, MOE_IMPLS,
+                                       MOE_PRIORITIES, OPTIMIZERS, PARTS, REMAT_POLICIES,
+                                       SCHEDULER_ALIASES, SCHEDULERS, SUBLAYER_KINDS, WSD_SHAPES,
+                                       DataConfig, ExecutionConfig, ModelConfig, OptimConfig,
+                                       RunConfig, TrainConfig, resolve_compute_dtype)
+
+__all__ = [
+    "ACCELERATOR_PLATFORMS", "ATTENTION_ALIASES", "ATTENTION_IMPLS", "BASE_CONFIG",
+    "COMPUTE_DTYPES", "MAX_SGDR_CYCLES", "MLP_ACTIVATIONS", "MODEL_ALIASES", "MOE_IMPLS",
+    "MOE_PRIORITIES", "OPTIMIZERS", "PARTS", "REMAT_POLICIES", "SCHEDULERS", "SCHEDULER_ALIASES",
+    "SUBLAYER_KINDS", "WSD_SHAPES", "ConfigError", "DataConfig", "ExecutionConfig", "ModelConfig",
+    "OptimConfig", "RunConfig", "TrainConfig", "base_defaults", "build_config", "check_devices",
+    "check_schedule", "check_sequence_fits", "exec_python_file", "load_config",
+    "resolve_compute_dtype", "sgdr_cycles",
+]

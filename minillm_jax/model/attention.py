@@ -1,0 +1,191 @@
+"""Causal self-attention kernels, and the choice between them for a device.
+
+Two paths compute softmax(q k^T / sqrt(d) + causal mask) v:
+  cudnn  `jax.nn.dot_product_attention(implementation="cudnn")`: cuDNN's fused (flash) kernel.
+         It never materialises the (B, H, T, T) scores; GPU only, 16-bit inputs, head dim a
+         multiple of 8 (at most 128 before Hopper, 256 on Hopper and later). `auto` checks once,
+         with a tiny compile and run, that it works on the device, and takes XLA if not.
+  xla    the reference formulation (`xla_attention`), compiled by XLA: scores and probabilities
+         are (B, H, T, T) arrays (softmax in float32), kept for the backward pass. Any device,
+         any dtype. With 16-bit inputs every matmul, gradients included, takes 16-bit operands
+         (minillm_jax.model.precision.einsum_f32); jax.nn.dot_product_attention's XLA path feeds its
+         float32 score gradients to the backward matmuls, which GPUs then run in float32.
+Attention-probability dropout (llm-baselines' `dropout`, used for attention too) exists in
+neither public API, so training with it uses `dropout_attention` below: the XLA formulation with
+dropout on the probabilities, rematerialised (jax.checkpoint), so that the backward pass
+recomputes the (B, H, T, T) tensors of one layer at a time instead of storing them for all
+layers. The masks are drawn with XLA's RngBitGenerator (`dropout_keep_mask`), several times
+cheaper than threefry over B x H x T x T elements. Evaluation has no dropout and takes the chosen
+kernel.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from minillm_jax.config import ConfigError
+from minillm_jax.model.precision import einsum_f32
+
+Array = jax.Array
+
+FUSED_DTYPES = ("bfloat16", "float16")
+
+
+@dataclasses.dataclass(frozen=True)
+class AttentionChoice:
+    """The kernel for attention without dropout ("xla" | "cudnn") and why it was chosen."""
+
+    impl: str
+    reason: str
+
+
+def _cudnn_problem(platform: str, device_kind: str, compute_dtype: str, head_dim: int,
+                   ) -> str | None:
+    """Why cuDNN fused attention cannot run here, or None."""
+    if platform not in ("gpu", "cuda"):
+        return f"it needs an NVIDIA GPU (this device is {platform})"
+    if compute_dtype not in FUSED_DTYPES:
+        return f"it needs a 16-bit compute dtype (compute_dtype is {compute_dtype})"
+    if head_dim % 8:
+        return f"it needs a head dim that is a multiple of 8 (n_embd/n_head = {head_dim})"
+    hopper_or_later = any(name in device_kind.lower() for name in ("h100", "h200", "h800", "gh200",
+                                                                    "b100", "b200", "gb200"))
+    limit = 256 if hopper_or_later else 128
+    if head_dim > limit:
+        return f"it supports head dims up to {limit} on {device_kind} (n_embd/n_head = {head_dim})"
+    return None
+
+
+def choose_attention(requested: str, *, platform: str, device_kind: str, compute_dtype: str,
+                     head_dim: int, attention_dropout: float) -> AttentionChoice:
+    """The attention kernel for `requested` (auto | xla | cudnn) on a device.
+
+    auto: cuDNN wherever it can run, XLA elsewhere. An explicit cudnn that cannot run is a
+    ConfigError saying why and what to use instead.
+    """
+    problem = _cudnn_problem(platform, device_kind, compute_dtype, head_dim)
+    dropout_note = (f"; training applies attention dropout {attention_dropout} on the "
+                    "rematerialised XLA path (no fused kernel has probability dropout)"
+                    if attention_dropout > 0 else "")
+    if requested == "xla":
+        return AttentionChoice("xla", "attention_impl=xla" + dropout_note)
+    if requested == "cudnn":
+        if problem:
+            raise ConfigError(f"config.attention_impl='cudnn' cannot run: {problem}. Use "
+                              "attention_impl=auto (or xla)")
+        if attention_dropout > 0:
+            raise ConfigError(
+                f"config.attention_impl='cudnn' has no attention-probability dropout, but the "
+                f"attention dropout is {attention_dropout}: set attention_dropout=0 (e.g. "
+                "configs/best_fused.py) or attention_impl=auto")
+        return AttentionChoice("cudnn", "attention_impl=cudnn")
+    if problem:
+        return AttentionChoice("xla", f"auto: no cuDNN fused attention because {problem}")
+    return AttentionChoice("cudnn", f"auto: cuDNN fused attention on {device_kind} in "
+                                    f"{compute_dtype}" + dropout_note)
+
+
+def causal_attention(q: Array, k: Array, v: Array, *, dropout_rate: float,
+                     dropout_rng: Array | None, implementation: str) -> Array:
+    """Causal softmax attention over (B, T, nh, hs), with dropout on the probabilities when a
+    dropout key is given (training)."""
+    if dropout_rng is None or dropout_rate == 0.0:
+        if implementation == "cudnn":
+            return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+        return xla_attention(q, k, v)
+    return dropout_attention(q, k, v, dropout_rng, dropout_rate)
+
+
+def dropout_keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
+    """Bernoulli(1 - rate) keep mask of `shape` for dropout key `rng` (any key type).
+
+    The bits come from an "rbg" key (XLA's RngBitGenerator, Philox on CPU and GPU: a fraction of
+    threefry's work per element) derived from `rng` by one threefry draw, so the same key gives
+    the same mask and a resumed run redraws the masks it would have drawn. Unlike threefry's, the
+    masks differ between CPU, GPU and TPU, and JAX documents rbg as not efficiently shardable:
+    with the batch split over several devices, each may generate the whole array."""
+    words = jax.random.bits(rng, (4,), jnp.uint32)
+    return jax.random.bernoulli(jax.random.wrap_key_data(words, impl="rbg"), 1.0 - rate, shape)
+
+
+def _attention(q: Array, k: Array, v: Array, rng: Array | None, rate: float) -> Array:
+    """The XLA formulation, with dropout on the probabilities when `rng` is given: float32
+    scores and softmax, matmuls on the inputs' dtype."""
+    scale = 1.0 / math.sqrt(q.shape[-1])
+    scores = einsum_f32("bqhd,bkhd->bhqk", q, k) * scale
+    t = q.shape[1]
+    mask = jnp.tril(jnp.ones((t, t), dtype=bool))
+    scores = jnp.where(mask[None, None], scores, jnp.finfo(jnp.float32).min)
+    probs = jax.nn.softmax(scores, axis=-1)
+    if rng is not None:
+        keep = dropout_keep_mask(rng, rate, probs.shape)
+        probs = jnp.where(keep, probs / (1.0 - rate), 0.0)
+    return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
+
+
+def xla_attention(q: Array, k: Array, v: Array) -> Array:
+    """Causal attention, XLA formulation, no dropout (q, k, v: (B, T, nh, hs), one dtype)."""
+    if q.dtype == jnp.float32:
+        # float32: JAX's own formulation, the same matmuls (kept for bitwise continuity)
+        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
+    return _attention(q, k, v, None, 0.0)
+
+
+def _dropout_attention(q: Array, k: Array, v: Array, rng: Array, rate: float) -> Array:
+    """The XLA formulation with dropout on the probabilities (softmax in float32)."""
+    return _attention(q, k, v, rng, rate)
+
+
+# Saves only the inputs: the backward pass recomputes scores, probabilities and the dropout mask
+# (the same key gives the same mask), one layer at a time.
+dropout_attention = jax.checkpoint(_dropout_attention, static_argnums=(4,))
+
+
+@functools.lru_cache(maxsize=None)
+def cudnn_attention_error(device: jax.Device, compute_dtype: str, head_dim: int) -> str | None:
+    """Why cuDNN fused attention cannot run on `device` ("ExceptionType: first line"), or None:
+    a tiny causal attention and its gradient, compiled and run once per device, dtype and head
+    dim (a missing or too old cuDNN library, an unsupported GPU)."""
+    x = jax.device_put(np.full((1, 128, 1, head_dim), 0.1, jnp.dtype(compute_dtype)), device)
+
+    def loss(q, k, v):
+        out = jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+        return jnp.sum(out.astype(jnp.float32))
+
+    try:
+        # a model traced outside build_run resolves its kernel while being traced: run the
+        # probe now rather than stage it into that program
+        with jax.ensure_compile_time_eval():
+            jax.block_until_ready(jax.jit(jax.grad(loss, argnums=(0, 1, 2)))(x, x, x))
+    except Exception as err:  # noqa: BLE001 - any failure means "use XLA"
+        first_line = (str(err).strip().splitlines() or [""])[0]
+        return f"{type(err).__name__}: {first_line}"[:300]
+    return None
+
+
+def attention_for_device(requested: str, compute_dtype: str, head_dim: int,
+                         attention_dropout: float, device: jax.Device | None = None,
+                         ) -> AttentionChoice:
+    """choose_attention for `device` (default: the first device). When cuDNN is chosen, a tiny
+    compile and run checks that it works there (cudnn_attention_error): auto falls back to XLA
+    and says why; an explicit cudnn that fails is a ConfigError."""
+    device = device or jax.devices()[0]
+    choice = choose_attention(requested, platform=device.platform, device_kind=device.device_kind,
+                              compute_dtype=compute_dtype, head_dim=head_dim,
+                              attention_dropout=attention_dropout)
+    if choice.impl != "cudnn":
+        return choice
+    error = cudnn_attention_error(device, compute_dtype, head_dim)
+    if error is None:
+        return choice
+    if requested == "cudnn":
+        raise ConfigError(f"config.attention_impl='cudnn' failed a test run on "
+                          f"{device.device_kind} ({error}). Use attention_impl=auto (or xla)")
+    return AttentionChoice("xla", f"auto: cuDNN fused attention failed a test run on "
+                                  f"{device.device_kind} ({error}), so XLA attention")
