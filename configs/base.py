@@ -29,7 +29,7 @@ def get_config() -> ml_collections.ConfigDict:
     c.rope_theta = 10000.0
     c.tie_embeddings = True
     c.init_std = 0.02
-    # Architecture experiments (minillm_jax/model.py docstring, minillm_jax/moe.py,
+    # Architecture experiments (minillm_jax/model/transformer.py docstring, minillm_jax/model/moe.py,
     # configs/moe.py, configs/brainformer.py). block_pattern: each block's sublayers in order,
     # each pre-normed with a residual: attn | mlp | moe ("attn,mlp" = the plain block).
     c.block_pattern = "attn,mlp"
@@ -69,7 +69,7 @@ def get_config() -> ml_collections.ConfigDict:
     # Wall-clock budget in minutes (0 = off), counted from the start of training (compile,
     # restore and data set-up included) and carried over a resume: the run ends when it is spent,
     # and the lr schedule's horizon is re-estimated from the measured time per step so that the
-    # decay ends at the budget; `iterations` is then only an upper bound (minillm_jax/budget.py).
+    # decay ends at the budget; `iterations` is then only an upper bound (minillm_jax/train/budget.py).
     c.budget_minutes = 0.0
     c.budget_warmup_steps = 5
     c.budget_tolerance = 0.02
@@ -97,7 +97,7 @@ def get_config() -> ml_collections.ConfigDict:
     # XLA elsewhere) | xla | cudnn
     c.attention_impl = "auto"
     # Tokens per chunk of the fused output-layer + loss in training and evaluation
-    # (minillm_jax/losses.py): the (tokens x vocab) logits are never held whole. 0 = plain logits.
+    # (minillm_jax/model/losses.py): the (tokens x vocab) logits are never held whole. 0 = plain logits.
     c.loss_chunk_size = 4096
     # Persistent XLA compilation cache: "" = ~/.cache/minillm_jax/xla (or $XDG_CACHE_HOME),
     # "off" = none, else a directory. Repeated runs of a config skip most of the compile.

@@ -4,7 +4,7 @@ SwiGLU experts of half the hidden size (1024), top-2 routed.
 Two half-size experts per token cost the same FLOPs as the dense 2048-wide MLP, so this is a
 compute-matched MoE: active parameters per token stay ~166M (plus the routers) while the total
 grows to ~421M. Capacity factor 1.25 with token dropping (sequence order within each sequence;
-minillm_jax/moe.py), load-balancing loss weight 0.01 and router z-loss weight 0.001 (added to the
+minillm_jax/model/moe.py), load-balancing loss weight 0.01 and router z-loss weight 0.001 (added to the
 training loss; the logged train "loss" is the plain cross entropy). Evaluations log moe_aux_loss
 (1.0 = uniform routing), moe_z_loss, moe_dropped_frac and moe_load_e0..e7.
 

@@ -2,7 +2,7 @@
 
     python -m minillm_jax.main --config configs/demo.py [--config.FIELD=VALUE ...]
 
-Overrides are typed by ml_collections (minillm_jax/cli.py). A missing dependency, a
+Overrides are typed by ml_collections (minillm_jax/config/cli.py). A missing dependency, a
 configuration, data, checkpoint or training problem is reported as one `error: ...` line on
 stderr, exit status 2.
 """

@@ -1,4 +1,4 @@
-"""minillm_jax/cli.py (--config FILE --config.FIELD=VALUE for argparse, typed by ml_collections)
+"""minillm_jax/config/cli.py (--config FILE --config.FIELD=VALUE for argparse, typed by ml_collections)
 and the shape every command line shares: `python -m minillm_jax.X` with argparse, tools/*.py
 thin wrappers around the same `main`."""
 
@@ -216,3 +216,15 @@ def test_every_command_reports_errors_through_run_command():
     offenders = [str(p.relative_to(REPO)) for p in package.rglob("*.py")
                  if p.name != "cli.py" and 'print(f"error:' in p.read_text()]
     assert offenders == []
+
+
+def test_console_scripts_are_the_commands_mains():
+    """pyproject's console scripts call the same `main` as `python -m` (and tools/*.py)."""
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert {"minillm-train", "minillm-sweep", "minillm-prepare", "minillm-sample"} <= set(scripts)
+    for name, target in scripts.items():
+        module, _, function = target.partition(":")
+        assert function == "main", name
+        assert callable(importlib.import_module(module).main), name

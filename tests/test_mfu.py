@@ -1,4 +1,4 @@
-"""MFU accounting (minillm_jax/mfu.py): FLOPs per token by hand, the device-kind table, devices."""
+"""MFU accounting (minillm_jax/train/mfu.py): FLOPs per token by hand, the device-kind table, devices."""
 
 import types
 

@@ -1,4 +1,4 @@
-"""The one-command accelerator acceptance check (minillm_jax/gpu_check.py).
+"""The one-command accelerator acceptance check (minillm_jax/experiments/gpu_check.py).
 
     python tools/gpu_check.py [--out runs/gpu_check] [--budget-s 450]
 """

@@ -72,7 +72,7 @@ def _free() -> Any:
 @_from_base
 class ModelConfig:
     """The architecture: llm-baselines' GPTBase (`gpt`) or Llama (`llama`), plus the block
-    options of minillm_jax/model.py. A checkpoint restores only into a model whose non-free
+    options of minillm_jax/model/transformer.py. A checkpoint restores only into a model whose non-free
     fields are equal (`identity`)."""
 
     model: str

@@ -1,7 +1,7 @@
 """What `gpu_check` measures: its cells (most important first), the checks on their results, and
 the child side that compiles and times one cell alone in a fresh process
 (`python -m minillm_jax.experiments.gpu_check --child TASK`). The parent, its report and verdict are in
-minillm_jax/gpu_check.py.
+minillm_jax/experiments/gpu_check.py.
 """
 
 from __future__ import annotations

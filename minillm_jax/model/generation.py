@@ -7,7 +7,7 @@ vocabulary to a multiple of 64, never seen in data) are never produced; the logi
 model's, logit_softcap included; new token i is drawn with key fold_in(PRNGKey(seed), i), so the
 same seed gives the same text, and the same text on both paths (up to float rounding).
 
-KV-cache path (`generate`, `generate_tokens`; the cache: Transformer.decode, minillm_jax/model.py):
+KV-cache path (`generate`, `generate_tokens`; the cache: Transformer.decode, minillm_jax/model/transformer.py):
   prefill   the context, padded with zeros to a length bucket (the next power of two, at least
             16, at most sequence_length), runs once at positions 0..; the logits of its last real
             token give new token 0. Padding sits after the real tokens, so causal attention never

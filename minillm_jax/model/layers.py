@@ -1,7 +1,7 @@
 """The layers a Transformer block is made of: norms, rotary embeddings, causal self-attention
 and the MLP (GPTBase and Llama flavours, docs/llm-baselines.md), each a Flax linen module taking
 (cfg, execution, train). The parameter layout they produce is documented in
-minillm_jax/model.py; minillm_jax/moe.py holds the mixture-of-experts sublayer.
+minillm_jax/model/transformer.py; minillm_jax/model/moe.py holds the mixture-of-experts sublayer.
 """
 
 from __future__ import annotations

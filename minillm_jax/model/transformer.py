@@ -12,7 +12,7 @@ them with a scan, so checkpoints do not depend on `scan_layers`. Dense kernels a
     ln_f/scale (C,)               lm_head/kernel (C, V)            [only when tie_embeddings=False]
     (+ "bias" leaves when bias=True, as in docs/llm-baselines.md#state-dict-names-and-shapes)
 
-Architecture options (configs/moe.py, configs/brainformer.py; minillm_jax/moe.py):
+Architecture options (configs/moe.py, configs/brainformer.py; minillm_jax/model/moe.py):
 
 block_pattern: the sublayers of every block, in order, each pre-normed with a residual:
     x = x + sublayer_i(ln_{i+1}(x)). Kinds: attn, mlp, moe. The default "attn,mlp" is the plain

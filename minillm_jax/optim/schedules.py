@@ -2,7 +2,7 @@
 
 Every schedule takes its length (`total_steps`, the horizon) as a number or as a traced scalar:
 the train step receives the horizon as an argument, so the time budget can move it without a
-recompile (minillm_jax/budget.py). Hence closed forms in jnp rather than optax's piecewise
+recompile (minillm_jax/train/budget.py). Hence closed forms in jnp rather than optax's piecewise
 helpers, whose boundaries must be Python numbers.
 
 `cos` and `linear` are torch's OneCycleLR exactly as llm-baselines configures it

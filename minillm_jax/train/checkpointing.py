@@ -26,7 +26,7 @@ the CLIs and converters (`load_config` / `load_params` / `save_params`). What th
 `minillm_jax.train.run_checkpoints.RunCheckpoints` (resume with fallback past unreadable
 checkpoints, decided once for all processes; a protected last known good step); the checksums
 are minillm_jax.train.integrity.
-Run-directory housekeeping (paths, starting over, metrics trimming) is minillm_jax/rundir.py.
+Run-directory housekeeping (paths, starting over, metrics trimming) is minillm_jax/train/rundir.py.
 """
 
 from __future__ import annotations

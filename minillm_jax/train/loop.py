@@ -74,7 +74,7 @@ class TrainLoop:
         self.config = c
         peak = device_peak(jax.devices()[0])
         flops = model_flops_per_token(self.run.abstract_state.params, c.model)
-        log(f"{flops / 1e9:.3g} GFLOP per token (minillm_jax/mfu.py); "
+        log(f"{flops / 1e9:.3g} GFLOP per token (minillm_jax/train/mfu.py); "
             + (f"MFU against {peak.flops * jax.device_count() / 1e12:,.0f} TFLOP/s "
                f"({jax.device_count()} x {peak.source})" if peak.flops is not None else
                f"MFU n/a: {peak.source}"))

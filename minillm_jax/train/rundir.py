@@ -1,11 +1,11 @@
 """Run-directory housekeeping: where a run keeps its files, starting over or continuing a run,
 and keeping metrics.jsonl consistent with the checkpoint a run resumes from.
 
-    <workdir>/checkpoints/<step>/          orbax checkpoints (minillm_jax/checkpointing.py)
+    <workdir>/checkpoints/<step>/          orbax checkpoints (minillm_jax/train/checkpointing.py)
     <workdir>/checkpoints_unreadable/      unreadable checkpoints set aside, never deleted
     <workdir>/checkpoints_discarded/       checkpoints of a trajectory a rollback abandoned
     <workdir>/good_checkpoint.json         the last known good checkpoint (the rollback target)
-    <workdir>/metrics.jsonl                the run's metrics (minillm_jax/metrics.py)
+    <workdir>/metrics.jsonl                the run's metrics (minillm_jax/train/metrics.py)
     <workdir>/wandb_id.txt                 the wandb run id, so a resumed run continues it
 """
 
