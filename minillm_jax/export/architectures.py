@@ -138,26 +138,11 @@ def gpt2_hf_rules(cfg: ModelConfig) -> list[Rule]:
 def llama_hf_rules(cfg: ModelConfig) -> list[Rule]:
     """LlamaForCausalLM: c_attn split into q/k/v_proj with q, k rows permuted per head from our
     interleaved RoPE pairs to HF's rotate-half pairs; our attention biases (c_attn, c_proj) are
-    exactly HF's attention_bias (q, k, v, o)."""
-    T, I = Transpose(), Identity()
-    qkv = ("self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight")
-    entries = [("ln_1/scale", "input_layernorm.weight", I),
-               ("attn/c_attn/kernel", qkv, QKVSplit(cfg.n_head, transpose=True, permute_qk=True)),
-               ("attn/c_proj/kernel", "self_attn.o_proj.weight", T),
-               ("ln_2/scale", "post_attention_layernorm.weight", I),
-               ("mlp/w1/kernel", "mlp.gate_proj.weight", T),
-               ("mlp/w2/kernel", "mlp.up_proj.weight", T),
-               ("mlp/c_proj/kernel", "mlp.down_proj.weight", T)]
-    if cfg.bias:
-        entries += [("attn/c_attn/bias", tuple(k.replace("weight", "bias") for k in qkv),
-                     QKVSplit(cfg.n_head, transpose=False, permute_qk=True)),
-                    ("attn/c_proj/bias", "self_attn.o_proj.bias", I)]
-    rules = [Rule("wte/embedding", ("model.embed_tokens.weight",))]
-    rules += layered("model.layers.{i}.", entries)
-    rules.append(Rule("ln_f/scale", ("model.norm.weight",)))
-    if not cfg.tie_embeddings:
-        rules.append(Rule("lm_head/kernel", ("lm_head.weight",), T))
-    return rules
+    exactly HF's attention_bias (q, k, v, o). With qk_norm the same rules are Qwen3's."""
+    T = Transpose()
+    return _llama_hf_model(cfg, [("mlp/w1/kernel", "mlp.gate_proj.weight", T),
+                                 ("mlp/w2/kernel", "mlp.up_proj.weight", T),
+                                 ("mlp/c_proj/kernel", "mlp.down_proj.weight", T)])
 
 
 def _llama_hf_attention(cfg: ModelConfig) -> list[tuple]:
@@ -191,11 +176,9 @@ def _llama_hf_model(cfg: ModelConfig, entries: list[tuple]) -> list[Rule]:
 
 
 def qwen3_hf_rules(cfg: ModelConfig) -> list[Rule]:
-    """Qwen3ForCausalLM = LlamaForCausalLM + per-head RMSNorm on q and k before RoPE."""
-    T = Transpose()
-    return _llama_hf_model(cfg, [("mlp/w1/kernel", "mlp.gate_proj.weight", T),
-                                 ("mlp/w2/kernel", "mlp.up_proj.weight", T),
-                                 ("mlp/c_proj/kernel", "mlp.down_proj.weight", T)])
+    """Qwen3ForCausalLM = LlamaForCausalLM + per-head RMSNorm on q and k before RoPE (the q/k norm
+    entries of _llama_hf_attention)."""
+    return llama_hf_rules(cfg)
 
 
 def arcee_hf_rules(cfg: ModelConfig) -> list[Rule]:
