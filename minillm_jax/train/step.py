@@ -104,8 +104,8 @@ def make_train_step(model: Transformer, optimizer: Optimizer,
         grad_norm = optax.tree.norm(grads)
         # A non-finite loss or gradient applies no update: parameters and optimizer state stay
         # as they were (bitwise), the step counter still advances, and the loop decides what
-        # else to do (minillm_jax/train/trainer.py). optax.apply_if_finite looks at gradients only and
-        # changes the optimizer state's layout (existing checkpoints would no longer restore).
+        # else to do (minillm_jax/train/loop.py). optax.apply_if_finite looks at gradients only
+        # and changes the optimizer state's layout (existing checkpoints would no longer restore).
         finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(grad_norm)
         params, opt_state = jax.tree.map(lambda new, old: jnp.where(finite, new, old),
                                          (params, opt_state), (state.params, state.opt_state))
