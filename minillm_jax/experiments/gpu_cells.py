@@ -121,27 +121,14 @@ def _probe(cache: str) -> dict[str, Any]:
         peak = mfu.device_peak(device)
         env.update(peak_flops=peak.flops, peak_source=peak.source)
         _set_cache(cache)
-        env["matmul_tflops"] = matmul_rate() / 1e12
+        import jax.numpy as jnp
+
+        # achieved bf16 matmul rate, 8192^3 on random data
+        env["matmul_tflops"] = measure_matmul_peak(n=8192, repeats=10,
+                                                    dtype=jnp.bfloat16) / 1e12
         stats = device.memory_stats() or {}
         env["memory_limit_gib"] = stats.get("bytes_limit", 0) / 2**30 or None
     return env
-
-
-def matmul_rate() -> float:
-    """Achieved bf16 matmul FLOP/s (8192^3 on random data) on an accelerator."""
-    import jax
-    import jax.numpy as jnp
-
-    n = 8192
-    a = jax.random.normal(jax.random.key(0), (n, n), jnp.bfloat16)
-    b = jax.random.normal(jax.random.key(1), (n, n), jnp.bfloat16)
-    f = jax.jit(lambda a, b: a @ b)
-    f(a, b).block_until_ready()
-    start = time.perf_counter()
-    for _ in range(10):
-        out = f(a, b)
-    out.block_until_ready()
-    return 2 * n**3 * 10 / (time.perf_counter() - start)
 
 
 def _set_cache(cache: str) -> None:

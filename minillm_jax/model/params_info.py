@@ -2,8 +2,8 @@
 
 total   num_params: unique parameters, tied embedding once, minus wpe for GPT (get_num_params).
 active  what one token uses: for every MoE sublayer only top_k of the n_experts experts' weights
-        (kernels and biases), plus the router; equal to total for dense models. benchmark.py turns
-        it into FLOPs per token (6 * active + attention).
+        (kernels and biases), plus the router; equal to total for dense models. FLOPs per token
+        count matmul weights instead (minillm_jax.train.mfu.matmul_params).
 """
 
 from __future__ import annotations
