@@ -100,6 +100,7 @@ def write_atomic(path: str, text: str) -> None:
 
 def _probe(cache: str) -> dict[str, Any]:
     import jax
+    import jax.numpy as jnp
 
     from minillm_jax.train import mfu
     from minillm_jax.experiments.benchmark import measure_matmul_peak
@@ -121,8 +122,6 @@ def _probe(cache: str) -> dict[str, Any]:
         peak = mfu.device_peak(device)
         env.update(peak_flops=peak.flops, peak_source=peak.source)
         _set_cache(cache)
-        import jax.numpy as jnp
-
         # achieved bf16 matmul rate, 8192^3 on random data
         env["matmul_tflops"] = measure_matmul_peak(n=8192, repeats=10,
                                                     dtype=jnp.bfloat16) / 1e12
