@@ -59,6 +59,12 @@ def parse_config_args(parser: argparse.ArgumentParser, argv: Sequence[str] | Non
     return args, config, name
 
 
+def override_tokens(argv: Sequence[str]) -> list[str]:
+    """The `--config.*` overrides of a command line (with their separate values), to hand the
+    same config to a child process."""
+    return _split_overrides(argv)[0]
+
+
 def _split_overrides(tokens: Sequence[str]) -> tuple[list[str], list[str]]:
     """(the `--config.*` tokens with their separate values, every other token)."""
     overrides, others = [], []

@@ -16,6 +16,7 @@ config's train step on the devices present.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from typing import Any, Sequence
@@ -26,7 +27,7 @@ import numpy as np
 
 import ml_collections
 
-from minillm_jax.config.cli import parse_config_args, run_command
+from minillm_jax.config.cli import override_tokens, parse_config_args, run_command
 from minillm_jax.config import ConfigError, TrainConfig, build_config
 from minillm_jax.train.mfu import Peak, device_peak, mfu, model_flops_per_token
 
@@ -91,7 +92,8 @@ def benchmark(config: TrainConfig | ml_collections.ConfigDict, steps: int = 5, w
     n_dev = jax.device_count()
     tps = tokens_per_step / step_time
     return {"params": active_params(params, config.model), "flops_per_token": fpt,
-            "compile_s": compile_s, "step_time_s": step_time, "tokens_per_s": tps,
+            "compile_s": compile_s, "step_time_s": step_time, "step_times_s": times,
+            "tokens_per_s": tps,
             "devices": n_dev, "device_kind": jax.devices()[0].device_kind,
             "compute_dtype": run.config.execution.compute_dtype,
             "peak_flops_per_device": peak.flops, "peak_source": peak.source,
@@ -127,9 +129,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Train-step throughput: parameters, FLOPs/token, step time, tokens/s and MFU.")
     parser.add_argument("--steps", type=int, default=5, help="timed steps (median reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps after compilation")
+    parser.add_argument("--compare-llm-baselines", metavar="PATH", default=None,
+                        help="an llm-baselines checkout: time its PyTorch step and ours in "
+                             "alternating fresh processes and print the speed ratio "
+                             "(minillm_jax.experiments.versus_llm_baselines)")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating pairs to compare")
+    parser.add_argument("--json", action="store_true",
+                        help="print the measurements as one JSON line instead of the table")
+    argv = list(sys.argv[1:] if argv is None else argv)
     args, c, _ = parse_config_args(parser, argv)
-    if args.steps < 1 or args.warmup < 0:
-        parser.error(f"--steps must be >= 1 and --warmup >= 0 (got {args.steps}, {args.warmup})")
+    if args.steps < 1 or args.warmup < 0 or args.pairs < 1:
+        parser.error(f"--steps must be >= 1, --pairs >= 1 and --warmup >= 0 (got {args.steps}, "
+                     f"{args.pairs}, {args.warmup})")
+    if args.compare_llm_baselines:
+        from minillm_jax.experiments.versus_llm_baselines import ComparisonError, main_compare
+        from minillm_jax.export.errors import ConversionError
+
+        config_args = ["--config", args.config, *override_tokens(argv)]
+        return run_command(lambda: main_compare(args.compare_llm_baselines, config_args,
+                                                args.pairs, args.steps, args.warmup),
+                           (ConfigError, ComparisonError, ConversionError))
+    if args.json:
+        return run_command(lambda: print(json.dumps(benchmark(c, args.steps, args.warmup))),
+                           ConfigError)
     return run_command(lambda: _print_benchmark(c, args.steps, args.warmup), ConfigError)
 
 

@@ -20,7 +20,7 @@ CONFIG_FILE = "config.json"
 SUMMARY_FILE = "summary.csv"
 SUMMARY_FIELDS = (
     "name", "status", "model", "n_layer", "n_embd", "n_head", "params", "batch_size", "acc_steps",
-    "sequence_length", "iterations", "steps", "tokens", "tokens_per_param", "compute_flops",
+    "sequence_length", "iterations", "opt", "lr", "muon_lr", "steps", "tokens", "tokens_per_param", "compute_flops",
     "val_loss", "val_perplexity", "val_acc", "val_bpb", "predicted_loss", "train_time_s",
     "tokens_per_s", "budget_minutes", "run_dir", "error")
 # A multi-seed sweep's summary: which variant and seed index (the seed<k> directory) each row is.
@@ -66,9 +66,11 @@ def summary_row(name: str, config: ml_collections.ConfigDict | dict | None,
         config = ml_collections.ConfigDict(config)
     if config is not None:
         for key in ("model", "n_layer", "n_embd", "n_head", "batch_size", "acc_steps",
-                    "sequence_length", "iterations", "budget_minutes"):
+                    "sequence_length", "iterations", "opt", "lr", "budget_minutes"):
             if key in config:
                 row[key] = config[key]
+        if "muon_lr" in config and row["opt"] == "muon":  # the hidden matrices' lr
+            row["muon_lr"] = config["muon_lr"]
         try:
             row["params"] = config_params(config)
         except Exception:  # noqa: BLE001 - an unknown/older config still gets a row

@@ -217,8 +217,11 @@ class Transformer(nn.Module):
         wte = embed(cfg.vocab_size, "wte")
         x = wte(idx)
         if cfg.model == "gpt":
-            positions = jnp.arange(t) if start is None else start + jnp.arange(t)
-            x = x + embed(cfg.sequence_length, "wpe")(positions)[None]
+            wpe = embed(cfg.sequence_length, "wpe")
+            if start is None:  # positions 0..t-1: a slice (XLA:CPU runs the gather unvectorised)
+                x = x + wpe.embedding[:t][None].astype(x.dtype)
+            else:
+                x = x + wpe(start + jnp.arange(t))[None]
         residual = jnp.dtype(self.execution.residual_dtype)
         x = nn.Dropout(cfg.dropout, deterministic=not train)(x).astype(residual)
         blocks = stacked_blocks(cfg, self.execution, decode=decode)(
