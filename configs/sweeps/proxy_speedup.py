@@ -1,8 +1,9 @@
 """Target: the modern recipe reaches the 2023 recipe's final val loss in <= 40% of its wall-clock.
 On the CPU proxy (configs/proxy.py), the 2023 recipe trains its full 120 steps; the modern recipe
 (configs/proxy_modern.py) is given 25% of them (30 steps, its schedule ending there). A modern
-step costs about 1.3x a 2023 step (Muon's Newton-Schulz iterations at this small batch, and the
-untied head's update), so 25% of the steps is about a third of the wall-clock. 3 seeds each,
+step costs 1.06-1.12x a 2023 step (tools/bench.py, alternating; Muon's Newton-Schulz iterations
+at this small batch, and the untied head's update); with the run's fixed costs 25% of the steps
+took 34.6% of the wall-clock (README "A modern recipe", 3 seeds). 3 seeds each,
 evaluated on the held-out plays, after both lrs were picked by configs/sweeps/proxy_lr.py on the
 shakespeare-dev split.
 
