@@ -169,28 +169,43 @@ def test_self_times_count_nested_events_once():
                                     "copy.4": 5e-9})
 
 
+PROFILE_CHECK = """
+import json
+from pathlib import Path
+from minillm_jax.config import build_config, load_config
+from minillm_jax.experiments.step_profile import CATEGORIES, classify_hlo, profile_ours
+from minillm_jax.train.build import build_run
+
+c = load_config(Path("configs") / "bench_cpu.py")
+c.update(dict(n_layer=1, n_embd=32, n_head=2, vocab_size=4096, sequence_length=32,
+              batch_size=8, loss_chunk_size=64, compilation_cache="off"))
+run = build_run(build_config(c, "t"))
+hlo = run.compile_train_step().as_text()
+categories = classify_hlo(hlo)
+head_dots = [line.split(" = ")[0].strip().removeprefix("ROOT ").lstrip("%") for line in
+             hlo.splitlines() if " dot(" in line and "4096" in line.split(" = ")[1][:20]]
+r = profile_ours(c, steps=2, warmup=1)
+print(json.dumps({"head": [categories[n] for n in head_dots],
+                  "found": sorted(set(categories.values())), "all": list(CATEGORIES),
+                  "cats": r["categories"], "step": r["step_time_s"]}))
+"""
+
+
 def test_profile_puts_the_head_matmul_and_the_loss_where_they_belong():
     """On a model whose output layer dominates (vocab 4096 x width 32), the matmuls and the
     softmax/loss categories hold most of the step, every category the step runs is found, and
-    the classification of the compiled module names the head's dot a matmul."""
-    from minillm_jax.config import build_config, load_config
-    from minillm_jax.experiments.step_profile import CATEGORIES, classify_hlo, profile_ours
-    from minillm_jax.train.build import build_run
-
-    c = load_config(REPO / "configs" / "bench_cpu.py")
-    c.update(dict(n_layer=1, n_embd=32, n_head=2, vocab_size=4096, sequence_length=32,
-                  batch_size=8, loss_chunk_size=64))
-    run = build_run(build_config(c, "t"))
-    hlo = run.compile_train_step().as_text()
-    categories = classify_hlo(hlo)
-    head_dots = [line.split(" = ")[0].strip().lstrip("ROOT ").lstrip("%") for line in
-                 hlo.splitlines() if " dot(" in line and "4096" in line.split(" = ")[1][:20]]
-    assert head_dots and all(categories[name] == "matmuls" for name in head_dots)
-    assert set(categories.values()) == set(CATEGORIES)
-    r = profile_ours(c, steps=2, warmup=1)
-    cats = r["categories"]
-    assert sum(cats.values()) == pytest.approx(r["step_time_s"])
-    assert cats["matmuls"] + cats["softmax & loss"] > 0.5 * r["step_time_s"]
+    the classification of the compiled module names the head's dot a matmul. In a fresh process
+    with no compilation cache: the profiler reads this process's own executions."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, "-c", PROFILE_CHECK], capture_output=True, text=True,
+                         env=env, cwd=REPO, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    r = json.loads(out.stdout.strip().splitlines()[-1])
+    assert r["head"] and set(r["head"]) == {"matmuls"}
+    assert r["found"] == sorted(r["all"])
+    cats = r["cats"]
+    assert sum(cats.values()) == pytest.approx(r["step"])
+    assert cats["matmuls"] + cats["softmax & loss"] > 0.5 * r["step"]
     assert cats["softmax & loss"] > 0 and cats["optimizer"] > 0
 
 
