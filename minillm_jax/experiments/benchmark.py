@@ -56,6 +56,15 @@ def peak_flops(compute_dtype: str = "float32") -> Peak:
                 f"measured {jnp.dtype(dtype).name} matmul on {device.device_kind}")
 
 
+def random_batch(run: Any, config: TrainConfig) -> dict[str, jax.Array]:
+    """One batch of random token ids in the run's batch shape and sharding (seeded)."""
+    shape = run.batch_shape
+    tokens = np.random.default_rng(0).integers(0, min(config.model.vocab_size, 50257),
+                                               (shape[0], shape[1], shape[2] + 1))
+    return jax.device_put({"x": tokens[..., :-1].astype(np.int32),
+                           "y": tokens[..., 1:].astype(np.int32)}, run.batch_sharding)
+
+
 def benchmark(config: TrainConfig | ml_collections.ConfigDict, steps: int = 5, warmup: int = 2,
               ) -> dict[str, Any]:
     """Compiles the real train step for `config` and times it on random tokens."""
@@ -66,11 +75,7 @@ def benchmark(config: TrainConfig | ml_collections.ConfigDict, steps: int = 5, w
     run = build_run(config)
     state = run.init_state()
     shape = run.batch_shape
-    rng = np.random.default_rng(0)
-    tokens = rng.integers(0, min(config.model.vocab_size, 50257),
-                          (shape[0], shape[1], shape[2] + 1))
-    batch = jax.device_put({"x": tokens[..., :-1].astype(np.int32),
-                            "y": tokens[..., 1:].astype(np.int32)}, run.batch_sharding)
+    batch = random_batch(run, config)
     t = time.perf_counter()
     compiled = run.compile_train_step()
     compile_s = time.perf_counter() - t

@@ -168,19 +168,15 @@ def _self_times(events: Sequence[Any]) -> dict[str, float]:
 def profile_ours(config: Any, steps: int = 3, warmup: int = 2) -> dict[str, Any]:
     """Seconds per step by category for our compiled train step of `config`."""
     import jax
-    import numpy as np
 
     from minillm_jax.config import build_config
+    from minillm_jax.experiments.benchmark import random_batch
     from minillm_jax.train.build import build_run
 
     config = build_config(config, "profile")
     run = build_run(config)
     state = run.init_state()
-    b, t = run.batch_shape[1], run.batch_shape[2]
-    tokens = np.random.default_rng(0).integers(0, min(config.model.vocab_size, 50257),
-                                               (run.batch_shape[0], b, t + 1))
-    batch = jax.device_put({"x": tokens[..., :-1].astype(np.int32),
-                            "y": tokens[..., 1:].astype(np.int32)}, run.batch_sharding)
+    batch = random_batch(run, config)
     compiled = run.compile_train_step()
     categories = classify_hlo(compiled.as_text())
     horizon = run.horizon(config.run.iterations)
@@ -244,7 +240,6 @@ def profile_theirs(path: str, our_args: dict[str, Any], steps: int = 3,
     """Seconds per step by category for llm-baselines' step (minillm_jax.experiments.
     versus_llm_baselines.build_their_step): self CPU time per op; everything inside the
     optimizer's step and the clipping counts as optimizer."""
-    import torch
     from torch.profiler import ProfilerActivity, profile
 
     from minillm_jax.experiments.versus_llm_baselines import build_their_step
@@ -257,12 +252,8 @@ def profile_theirs(path: str, our_args: dict[str, Any], steps: int = 3,
             step()
     totals = dict.fromkeys(CATEGORIES, 0.0)
     lookup = {op: cat for cat, ops in TORCH_CATEGORIES.items() for op in ops}
-    for event in prof.events():
-        if event.cpu_children:
-            # a parent's self time only (its children are visited on their own)
-            self_us = event.self_cpu_time_total
-        else:
-            self_us = event.cpu_time_total
+    for event in prof.events():  # self time: each child is visited on its own
+        self_us = event.self_cpu_time_total
         if self_us <= 0:
             continue
         parents, node = [], event.cpu_parent
@@ -276,7 +267,6 @@ def profile_theirs(path: str, our_args: dict[str, Any], steps: int = 3,
         else:
             category = lookup.get(event.name, "rest")
         totals[category] += self_us / 1e6 / steps
-    del torch
     return {"categories": totals}
 
 

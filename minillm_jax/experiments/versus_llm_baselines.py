@@ -59,28 +59,20 @@ def llm_baselines_argv(args: dict[str, Any], known: set[str]) -> list[str]:
     return argv
 
 
-def _their_args(src: Path, our_args: dict[str, Any]) -> argparse.Namespace:
+def _their_args(our_args: dict[str, Any]) -> argparse.Namespace:
     """Their full argument namespace: their own parser's defaults plus our run's values."""
     import config as lb_config  # theirs: src/ is first on sys.path
 
-    probe = lb_config.parse_args_with_format("base", argparse.ArgumentParser(allow_abbrev=False),
-                                             [], argparse.Namespace())
-    known = set(vars(probe))
-    model_action = our_args.get("model")
-    if model_action == "llama2" and "llama2" not in _choices(lb_config, "model"):
+    probe_parser = argparse.ArgumentParser(allow_abbrev=False)
+    probe = lb_config.parse_args_with_format("base", probe_parser, [], argparse.Namespace())
+    # argparse has no public accessor for an option's choices
+    models = next((a.choices or [] for a in probe_parser._actions
+                   if "--model" in a.option_strings), [])
+    if our_args.get("model") == "llama2" and "llama2" not in models:
         our_args = {**our_args, "model": "llama"}  # later trees renamed it
-    argv = llm_baselines_argv(our_args, known)
+    argv = llm_baselines_argv(our_args, set(vars(probe)))
     return lb_config.parse_args_with_format("base", argparse.ArgumentParser(allow_abbrev=False),
                                             argv, argparse.Namespace())
-
-
-def _choices(lb_config: Any, name: str) -> list[str]:
-    parser = argparse.ArgumentParser(allow_abbrev=False)
-    lb_config.parse_args_with_format("base", parser, [], argparse.Namespace())
-    for action in parser._actions:  # argparse has no public accessor for an option's choices
-        if f"--{name}" in action.option_strings:
-            return list(action.choices or [])
-    return []
 
 
 def build_their_step(path: str, our_args: dict[str, Any]):
@@ -97,7 +89,7 @@ def build_their_step(path: str, our_args: dict[str, Any]):
     # Their models call tiktoken.get_encoding("gpt2") (a download); the vendored ranks are the
     # same encoding and are only used by their generate().
     tiktoken.get_encoding = lambda name: get_tokenizer(name)
-    args = _their_args(src, our_args)
+    args = _their_args(our_args)
     from models.utils import get_model
 
     torch.manual_seed(args.seed)
