@@ -104,6 +104,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.compilation_cache = ""
     c.scan_layers = True
     c.remat = "none"  # none | full | save_dots
+    # The Dense layers' weight gradient: auto ("transposed" on CPU, "xla" on a GPU or TPU) |
+    # xla (autodiff's dots) | transposed (x^T materialised first; minillm_jax/model/dense.py).
+    c.dense_weight_grad = "auto"
     c.mesh_data = -1  # -1 = all devices not used by fsdp
     c.mesh_fsdp = 1
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from minillm_jax.model.attention import (AttentionChoice, _dropout_attention, attention_for_device,
-                                   choose_attention, dropout_attention, dropout_keep_mask,
-                                   xla_attention)
+                                   causal_attention_by_blocks, choose_attention,
+                                   dropout_attention, dropout_keep_mask, xla_attention)
 from minillm_jax.config import ConfigError
 
 H100 = dict(platform="gpu", device_kind="NVIDIA H100 80GB HBM3")
@@ -123,6 +123,28 @@ def test_xla_attention_matches_an_independent_formulation():
         # bf16: probabilities and output rounded once each, relative error <= 2^-8 each
         tol = 1e-5 if dtype == jnp.float32 else 2 * 2.0 ** -8
         np.testing.assert_allclose(got.astype(jnp.float32), want, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("t,n_blocks", [(64, 4), (96, 4), (80, 3), (48, 4)])
+def test_attention_by_blocks_matches_the_full_product(t, n_blocks):
+    """Query blocks against the keys up to their last row: values and gradients equal the full
+    masked product's, for 4 blocks, 3 blocks, and lengths that fall back to one block."""
+    q, k, v = _qkv((2, t, 4, 16), seed=4)
+    weights = jax.random.normal(jax.random.key(9), (2, t, 4, 16))  # a cotangent, not ones
+
+    def loss(fn):
+        return lambda q, k, v: jnp.sum(fn(q, k, v) * weights)
+
+    ones = jnp.ones((2, 4, t, t))
+    reference = lambda q, k, v: _reference_attention(q, k, v, ones, 0.0)  # noqa: E731
+    blocked = lambda q, k, v: causal_attention_by_blocks(q, k, v, n_blocks)  # noqa: E731
+    want, want_grads = jax.value_and_grad(loss(reference), argnums=(0, 1, 2))(q, k, v)
+    got, got_grads = jax.jit(jax.value_and_grad(loss(blocked), argnums=(0, 1, 2)))(q, k, v)
+    np.testing.assert_allclose(jax.jit(blocked)(q, k, v), reference(q, k, v), rtol=1e-5,
+                               atol=1e-6)
+    assert float(got) == pytest.approx(float(want), rel=1e-5)
+    for a, b in zip(got_grads, want_grads):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(jnp.max(jnp.abs(b))))
 
 
 def test_dropout_masks_same_key_same_mask():

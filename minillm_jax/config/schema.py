@@ -226,6 +226,17 @@ def resolve_compute_dtype(requested: str, platform: str) -> tuple[str, str]:
     return "float32", f"auto: float32 on {platform}, where bfloat16 matmuls are no faster"
 
 
+DENSE_WEIGHT_GRADS = ("auto", "xla", "transposed")
+
+
+def resolve_dense_weight_grad(requested: str, platform: str) -> str:
+    """auto: "transposed" (minillm_jax/model/dense.py) on CPUs, autodiff's dots ("xla") on
+    accelerators, whose matmul libraries take every operand layout."""
+    if requested != "auto":
+        return requested
+    return "xla" if platform in ACCELERATOR_PLATFORMS else "transposed"
+
+
 @_from_base
 class ExecutionConfig:
     """How the model runs: numerics, kernels, memory/speed trade-offs and the device mesh. None of
@@ -238,6 +249,7 @@ class ExecutionConfig:
     compilation_cache: str
     scan_layers: bool
     remat: str
+    dense_weight_grad: str
     mesh_data: int
     mesh_fsdp: int
 
@@ -248,6 +260,7 @@ class ExecutionConfig:
                  ATTENTION_ALIASES.get(self.attention_impl, self.attention_impl))
         one_of(self, "attention_impl", ATTENTION_IMPLS)
         one_of(self, "remat", REMAT_POLICIES)
+        one_of(self, "dense_weight_grad", DENSE_WEIGHT_GRADS)
         if self.loss_chunk_size < 0:
             fail("loss_chunk_size", self.loss_chunk_size,
                   "must be >= 0 (tokens per chunk of the fused output-layer loss; 0 = plain "
@@ -257,10 +270,11 @@ class ExecutionConfig:
         positive(self, "mesh_fsdp")
 
     def for_platform(self, platform: str) -> "ExecutionConfig":
-        """This config with compute_dtype=auto resolved for a device platform
-        (resolve_compute_dtype)."""
+        """This config with compute_dtype and dense_weight_grad "auto" resolved for a device
+        platform (resolve_compute_dtype, resolve_dense_weight_grad)."""
         return dataclasses.replace(
-            self, compute_dtype=resolve_compute_dtype(self.compute_dtype, platform)[0])
+            self, compute_dtype=resolve_compute_dtype(self.compute_dtype, platform)[0],
+            dense_weight_grad=resolve_dense_weight_grad(self.dense_weight_grad, platform))
 
 
 @_from_base

@@ -7,7 +7,8 @@ Two paths compute softmax(q k^T / sqrt(d) + causal mask) v:
          with a tiny compile and run, that it works on the device, and takes XLA if not.
   xla    the reference formulation (`xla_attention`), compiled by XLA: scores and probabilities
          are (B, H, T, T) arrays (softmax in float32), kept for the backward pass. Any device,
-         any dtype. With 16-bit inputs every matmul, gradients included, takes 16-bit operands
+         any dtype; in float32 by blocks of query rows that skip the keys above the diagonal
+         (`causal_attention_by_blocks`). With 16-bit inputs every matmul, gradients included, takes 16-bit operands
          (minillm_jax.model.precision.einsum_f32); jax.nn.dot_product_attention's XLA path feeds its
          float32 score gradients to the backward matmuls, which GPUs then run in float32.
 Attention-probability dropout (llm-baselines' `dropout`, used for attention too) exists in
@@ -132,9 +133,37 @@ def _attention(q: Array, k: Array, v: Array, rng: Array | None, rate: float) -> 
 def xla_attention(q: Array, k: Array, v: Array) -> Array:
     """Causal attention, XLA formulation, no dropout (q, k, v: (B, T, nh, hs), one dtype)."""
     if q.dtype == jnp.float32:
-        # float32: JAX's own formulation, the same matmuls (kept for bitwise continuity)
-        return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="xla")
+        return causal_attention_by_blocks(q, k, v)
     return _attention(q, k, v, None, 0.0)
+
+
+def causal_attention_by_blocks(q: Array, k: Array, v: Array, n_blocks: int = 4) -> Array:
+    """Float32 causal attention over (B, T, nh, hs), one block of query rows at a time, each
+    against only the keys up to its last row: the key blocks above the diagonal, all masked,
+    are never multiplied (5/8 of the full product's score and value FLOPs for 4 blocks).
+
+    q, k and v are first laid out as (B, nh, T, hs), so that every product is a plain batched
+    matmul (an optimisation barrier keeps XLA from folding the transposes back into the dots).
+    On a 2-core AVX-512 Xeon, one layer of configs/bench_cpu.py (B 16, T 256, 4 heads of 64),
+    forward and backward: 47.6-51.5 ms (min-median) against 101-109 ms for
+    `jax.nn.dot_product_attention(implementation="xla")` (interleaved runs); with 2 blocks
+    56-60 ms, with 8 blocks 52-57 ms. Same values to float32 rounding. A length that 4 does not
+    divide, or under 64, takes one block."""
+    b, t, h, d = q.shape
+    if t % n_blocks or t < 64:
+        n_blocks = 1
+    q = q * (1.0 / math.sqrt(d))
+    q, k, v = jax.lax.optimization_barrier(tuple(jnp.swapaxes(x, 1, 2) for x in (q, k, v)))
+    rows = t // n_blocks
+    outputs = []
+    for i in range(n_blocks):
+        start, end = i * rows, (i + 1) * rows
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q[:, :, start:end], k[:, :, :end])
+        visible = jnp.arange(end)[None, :] <= jnp.arange(start, end)[:, None]
+        scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
+        probs = jax.nn.softmax(scores, axis=-1)
+        outputs.append(jnp.einsum("bhqk,bhkd->bhqd", probs, v[:, :, :end]))
+    return jnp.swapaxes(jnp.concatenate(outputs, axis=2), 1, 2)
 
 
 def _dropout_attention(q: Array, k: Array, v: Array, rng: Array, rate: float) -> Array:

@@ -14,9 +14,16 @@ import jax.numpy as jnp
 
 from minillm_jax.model.attention import attention_for_device, causal_attention
 from minillm_jax.config import ExecutionConfig, ModelConfig
-from minillm_jax.model.precision import compute_dtype
+from minillm_jax.model.dense import dense_dot_general
+from minillm_jax.model.precision import compute_dtype, dense_weight_grad
 
 Array = jax.Array
+
+
+def dense_dot(execution: ExecutionConfig) -> Any:
+    """nn.Dense's dot_general for `execution`: None (lax.dot_general) or the transposed-input
+    weight gradient of minillm_jax/model/dense.py."""
+    return dense_dot_general if dense_weight_grad(execution) == "transposed" else None
 
 
 def normal_init(std: float) -> nn.initializers.Initializer:
@@ -94,7 +101,7 @@ class Attention(nn.Module):
         b, t, c = x.shape
         dense = lambda feats, init, name: nn.Dense(  # noqa: E731
             feats, use_bias=cfg.bias, dtype=dtype, param_dtype=jnp.float32, kernel_init=init,
-            name=name)
+            dot_general=dense_dot(self.execution), name=name)
         qkv = dense(3 * c, normal_init(cfg.init_std), "c_attn")(x)
         q, k, v = (y.reshape(b, t, cfg.n_head, cfg.head_dim) for y in jnp.split(qkv, 3, axis=-1))
         if cfg.qk_norm:  # per head, over the head dim (OLMo 2, modded-nanogpt)
@@ -152,7 +159,7 @@ class MLP(nn.Module):
         bias = cfg.bias and cfg.model == "gpt"
         dense = lambda feats, init, name: nn.Dense(  # noqa: E731
             feats, use_bias=bias, dtype=dtype, param_dtype=jnp.float32, kernel_init=init,
-            name=name)
+            dot_general=dense_dot(self.execution), name=name)
         hidden, init = cfg.mlp_hidden, normal_init(cfg.init_std)
         if cfg.mlp_activation == "swiglu":
             h = nn.silu(dense(hidden, init, "w1")(x)) * dense(hidden, init, "w2")(x)

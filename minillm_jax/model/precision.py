@@ -15,7 +15,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from minillm_jax.config import ExecutionConfig, resolve_compute_dtype
+from minillm_jax.config import ExecutionConfig, resolve_compute_dtype, resolve_dense_weight_grad
 
 Array = jax.Array
 
@@ -25,6 +25,12 @@ def compute_dtype(execution: ExecutionConfig) -> jnp.dtype:
     minillm_jax.train.build, which resolves it once for the run's devices) resolves for the default
     backend."""
     return jnp.dtype(resolve_compute_dtype(execution.compute_dtype, jax.default_backend())[0])
+
+
+def dense_weight_grad(execution: ExecutionConfig) -> str:
+    """The Dense layers' weight-gradient form (minillm_jax/model/dense.py); "auto" (a model built
+    outside minillm_jax.train.build) resolves for the default backend."""
+    return resolve_dense_weight_grad(execution.dense_weight_grad, jax.default_backend())
 
 
 def einsum_f32(spec: str, a: Array, b: Array) -> Array:
