@@ -43,9 +43,17 @@ def with_opt_state(run: Run, state: TrainState) -> TrainState:
 class _RollBack(Exception):
     """Too many non-finite steps in a row: go back to the last known good checkpoint."""
 
-    def __init__(self, step: int, loss: float):
-        super().__init__(step, loss)
-        self.step, self.loss = step, loss
+    def __init__(self, step: int, what: str):
+        super().__init__(step, what)
+        self.step, self.what = step, what
+
+
+def _what_went_nonfinite(loss: float, grad_norm: float) -> str:
+    """Names the quantity of a skipped step that was not finite: the loss, else the gradient
+    norm (a finite loss can have overflowing gradients, e.g. with an absurd learning rate)."""
+    if not math.isfinite(loss):
+        return f"the loss became {loss}"
+    return f"the gradient norm became {grad_norm} (loss {loss:.4g})"
 
 
 @dataclasses.dataclass
@@ -86,6 +94,7 @@ class TrainLoop:
         self.finite_in_a_row = 0
         self.finite_since_rollback = 0
         self.last_loss = float("nan")
+        self.last_grad_norm = float("nan")
         self.save_skipped = False  # a save was skipped in the current non-finite streak
         self.rolled_back_to: int | None = None
         self.good: int | None = None  # the last known good checkpoint: the rollback target
@@ -120,10 +129,11 @@ class TrainLoop:
                     return stopped
                 self._flush()
                 if self.nonfinite_in_a_row:  # the run ends inside a streak: never save it
-                    raise _RollBack(int(jax.device_get(state.step)), self.last_loss)
+                    raise _RollBack(int(jax.device_get(state.step)),
+                                    _what_went_nonfinite(self.last_loss, self.last_grad_norm))
                 break
             except _RollBack as rollback:
-                state = self._roll_back(rollback.step, rollback.loss)
+                state = self._roll_back(rollback.step, rollback.what)
         return self._finish(state, start)
 
     def _clock_decides(self, step: int) -> bool:
@@ -194,7 +204,7 @@ class TrainLoop:
         if reported is None:
             return
         step, values = reported
-        self.last_loss = values["loss"]
+        self.last_loss, self.last_grad_norm = values["loss"], values["grad_norm"]
         if values["skipped"]:
             self.nonfinite_in_a_row += 1
             self.finite_in_a_row = 0
@@ -207,7 +217,7 @@ class TrainLoop:
             self.finite_since_rollback += 1
             self._confirm(step)
         if self.nonfinite_in_a_row >= self.config.run.nonfinite_rollback_after:
-            raise _RollBack(step + 1, values["loss"])
+            raise _RollBack(step + 1, _what_went_nonfinite(values["loss"], values["grad_norm"]))
 
     def _confirm(self, step: int) -> None:
         """After finite update `step` (from state.step == step): the newest checkpoint followed
@@ -223,7 +233,7 @@ class TrainLoop:
     def _flush(self) -> None:
         self._watch(self.progress.flush(self.total))
 
-    def _roll_back(self, bad_step: int, loss: float) -> TrainState:
+    def _roll_back(self, bad_step: int, what: str) -> TrainState:
         """Back to the last known good checkpoint, keeping the data position: the batches that
         produced the non-finite steps (and the finite ones since that checkpoint) are skipped,
         PaLM's practice; the batch already dispatched after the last bad step is kept.
@@ -233,7 +243,7 @@ class TrainLoop:
         c = self.config.run
         dispatched = self.progress.drop()
         self.checkpoints.wait()
-        why = (f"the loss became {loss} at step {bad_step}: {self.nonfinite_in_a_row} steps in a "
+        why = (f"{what} at step {bad_step}: {self.nonfinite_in_a_row} steps in a "
                "row with a non-finite loss or gradient norm")
         target = self.good
         if target is None:
