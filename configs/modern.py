@@ -7,18 +7,20 @@ residual stream, cuDNN fused attention, residual and embedding dropout 0.05).
 
 Options and the schedule were chosen by the CPU ablations (README "A modern recipe"). The two
 learning rates come from configs/sweeps/width_lr.py (shakespeare-dev, 4 layers, widths 128 / 256
-/ 512, 60 steps of 2,048 tokens, one seed; docs/results/width_lr/), not from runs at this scale:
+/ 512, 60 steps of 2,048 tokens; 2 seeds at 128 and 256, one at 512; docs/results/width_lr/),
+not from runs at this scale. Final dev loss, mean over seeds:
 
-- `muon_lr` 0.01 (was 0.02): 0.01 beat 0.02 at every width (final dev loss 5.509 vs 5.540,
-  5.172 vs 5.216, 5.100 vs 5.145) and 0.04 was worse again (128 and 256). The best value did not
+- `muon_lr` 0.01 (was 0.02): 0.01 beat 0.02 at every width (5.482 vs 5.509, 5.135 vs 5.193,
+  5.100 vs 5.145), in each seed, and 0.04 was worse again (128 and 256). The best value did not
   move with width, as Muon's shape-normalised update promises, but 0.01 is the grid's lowest
   point: the optimum may be lower still.
 - `lr` (AdamW on embeddings, head and norms) 2e-3 (was 1e-3): the best of 1e-3 / 3e-3 / 1e-2
-  fell with width, 1e-2 at 128 and 256 (by 0.377 and 0.102) and 3e-3 at 512 (by 0.036), which is
-  what an lr scaled as 1 / width predicts; 3e-3 x 512 / 768 = 2e-3 at this width.
+  fell with width, 1e-2 at 128 and 256 (by 0.381 and 0.147 over 3e-3) and 3e-3 at 512 (by
+  0.036, one seed), which is what an lr scaled as 1 / width predicts; 3e-3 x 512 / 768 = 2e-3 at
+  this width.
 
-Weak evidence, stated as such: one seed, three widths at 4 layers, 60 steps, while this run is
-18 layers deep and about 400 times longer. Untying adds a second 50304 x 768 matrix (38.6M
+Weak evidence, stated as such: two seeds at most, three widths at 4 layers, 60 steps, while this
+run is 18 layers deep and about 400 times longer. Untying adds a second 50304 x 768 matrix (38.6M
 parameters, 204.7M in all) at no extra FLOPs per token.
 """
 
