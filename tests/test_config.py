@@ -47,6 +47,8 @@ def test_unknown_field_is_refused():
 
 def test_defaults_come_from_base_and_aliases_resolve():
     base = C.base_defaults()
+    C.base_defaults()["n_layer"] = -1  # a caller editing its copy changes nothing for others
+    assert C.base_defaults()["n_layer"] == base["n_layer"] > 0
     typed = C.build_config({"model": "llama2", "scheduler": "none", "attention_impl": ""}, "x")
     assert typed.model.model == "llama" and typed.optim.scheduler == "constant"
     assert typed.execution.attention_impl == "xla"  # "" (older configs) was JAX's XLA path

@@ -61,10 +61,9 @@ def test_bad_value_is_refused_in_one_line():
 def test_model_loss_and_gradients_equal_with_either_form(model):
     from minillm_jax.model.transformer import ModelConfig, Transformer
 
-    defaults = base_defaults()
-    defaults.update(model=model, n_layer=2, n_embd=32, n_head=2, sequence_length=16,
-                    vocab_size=97, dropout=0.0, bias=True)
-    cfg = ModelConfig.from_flat(defaults)
+    cfg = ModelConfig.from_flat({**base_defaults(), **dict(
+        model=model, n_layer=2, n_embd=32, n_head=2, sequence_length=16, vocab_size=97,
+        dropout=0.0, bias=True)})
     idx = jax.random.randint(jax.random.key(3), (2, 16), 0, 97)
     params = None
     results = {}

@@ -37,9 +37,14 @@ def exec_python_file(path: Path, kind: str) -> Any:
     return module
 
 
-@functools.lru_cache(maxsize=1)
 def base_defaults() -> dict[str, Any]:
-    """configs/base.py as a plain dict: the single source of every default."""
+    """configs/base.py as a plain dict: the single source of every default. A fresh dict each
+    call, so that a caller that edits it cannot change the defaults everyone else reads."""
+    return dict(_read_base())
+
+
+@functools.lru_cache(maxsize=1)
+def _read_base() -> dict[str, Any]:
     if not BASE_CONFIG.is_file():
         raise ConfigError(f"{BASE_CONFIG} is missing: minillm_jax runs from a checkout of the "
                           "repository (pip install -e .), which holds configs/")

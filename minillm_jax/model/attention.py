@@ -8,9 +8,10 @@ Two paths compute softmax(q k^T / sqrt(d) + causal mask) v:
   xla    the reference formulation (`xla_attention`), compiled by XLA: scores and probabilities
          are (B, H, T, T) arrays (softmax in float32), kept for the backward pass. Any device,
          any dtype; in float32 by blocks of query rows that skip the keys above the diagonal
-         (`causal_attention_by_blocks`). With 16-bit inputs every matmul, gradients included, takes 16-bit operands
-         (minillm_jax.model.precision.einsum_f32); jax.nn.dot_product_attention's XLA path feeds its
-         float32 score gradients to the backward matmuls, which GPUs then run in float32.
+         (`causal_attention_by_blocks`). With 16-bit inputs every matmul, gradients included,
+         takes 16-bit operands (minillm_jax.model.precision.einsum_f32);
+         jax.nn.dot_product_attention's XLA path feeds its float32 score gradients to the
+         backward matmuls, which GPUs then run in float32.
 Attention-probability dropout (llm-baselines' `dropout`, used for attention too) exists in
 neither public API, so training with it uses `dropout_attention` below: the XLA formulation with
 dropout on the probabilities, rematerialised (jax.checkpoint), so that the backward pass

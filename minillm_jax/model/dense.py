@@ -61,9 +61,9 @@ def dense_dot_general(lhs: Array, rhs: Array, dimension_numbers: Any, precision:
     `dense_matmul`; any other contraction or precision request is passed on unchanged."""
     (contract_l, contract_r), (batch_l, batch_r) = dimension_numbers
     dense_form = ((lhs.ndim - 1,), (0,), (), ())
-    if ((tuple(contract_l), tuple(contract_r), tuple(batch_l), tuple(batch_r)) == dense_form
-            and precision is None
-            and preferred_element_type is None and rhs.ndim == 2):
+    dims = (tuple(contract_l), tuple(contract_r), tuple(batch_l), tuple(batch_r))
+    plain = precision is None and preferred_element_type is None
+    if dims == dense_form and rhs.ndim == 2 and plain:
         return dense_matmul(lhs, rhs)
     return jax.lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                                preferred_element_type=preferred_element_type)
