@@ -148,8 +148,8 @@ def causal_attention_by_blocks(q: Array, k: Array, v: Array, n_blocks: int = 4) 
     On a 2-core AVX-512 Xeon, one layer of configs/bench_cpu.py (B 16, T 256, 4 heads of 64),
     forward and backward: 47.6-51.5 ms (min-median) against 101-109 ms for
     `jax.nn.dot_product_attention(implementation="xla")` (interleaved runs); with 2 blocks
-    56-60 ms, with 8 blocks 52-57 ms. Same values to float32 rounding. A length that 4 does not
-    divide, or under 64, takes one block."""
+    56-60 ms, with 8 blocks 52-57 ms. Same values to float32 rounding. A length that n_blocks
+    does not divide, or under 64, takes one block."""
     b, t, h, d = q.shape
     if t % n_blocks or t < 64:
         n_blocks = 1
