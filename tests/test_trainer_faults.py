@@ -170,12 +170,33 @@ def test_no_save_inside_a_non_finite_streak(tmp_path, shakespeare_dir, world, ca
         config.workdir)
 
 
+def _record_savers(monkeypatch) -> list[RunCheckpoints]:
+    """Every RunCheckpoints the run creates, in order: a test waits on the live one's pending
+    save before touching its files."""
+    savers: list[RunCheckpoints] = []
+    real_init = RunCheckpoints.__init__
+
+    def init(self, *args, **kwargs):
+        real_init(self, *args, **kwargs)
+        savers.append(self)
+
+    monkeypatch.setattr(RunCheckpoints, "__init__", init)
+    return savers
+
+
 def test_rollback_past_an_unreadable_checkpoint_records_the_step_restored(tmp_path,
                                                                          shakespeare_dir, world,
-                                                                         capsys):
+                                                                         capsys, monkeypatch):
     """The rollback target (step 10) is found corrupted when the rollback comes: the rollback
-    goes to step 5 instead, and the log, metrics.jsonl and the good marker all say step 5."""
+    goes to step 5 instead, and the log, metrics.jsonl and the good marker all say step 5.
+
+    The save of step 10 is asynchronous: the corruption first waits for the run's saver to
+    finish it (RunCheckpoints.wait), else, under load, the write could land after the damage."""
+    savers = _record_savers(monkeypatch)
+
     def corrupt():
+        savers[-1].wait()  # checkpoint 10 is on disk, finalized, before it is damaged
+        assert _checkpoint_steps(config.workdir)[-1] == 10
         params = os.path.join(config.workdir, "checkpoints", "10", "params")
         files = [os.path.join(d, f) for d, _, fs in os.walk(params) for f in fs]
         path = max(files, key=os.path.getsize)
