@@ -103,7 +103,7 @@ def get_config() -> ml_collections.ConfigDict:
     # "off" = none, else a directory. Repeated runs of a config skip most of the compile.
     c.compilation_cache = ""
     c.scan_layers = True
-    c.remat = "none"  # none | full | save_dots
+    c.remat = "none"  # none | full | save_dots | save_named
     # The Dense layers' weight gradient: auto ("transposed" on CPU, "xla" on a GPU or TPU) |
     # xla (autodiff's dots) | transposed (x^T materialised first; minillm_jax/model/dense.py).
     c.dense_weight_grad = "auto"

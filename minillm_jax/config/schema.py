@@ -34,10 +34,11 @@ MOE_IMPLS = ("auto", "einsum", "dropless")
 MOE_PRIORITIES = ("token", "choice")
 COMPUTE_DTYPES = ("float32", "bfloat16")
 ACCELERATOR_PLATFORMS = ("gpu", "cuda", "rocm", "tpu")
-ATTENTION_IMPLS = ("auto", "xla", "cudnn")
+# xla_blocks: the XLA formulation by blocks of query rows (what "xla" runs for float32 on CPUs)
+ATTENTION_IMPLS = ("auto", "xla", "xla_blocks", "cudnn")
 # "" was "let JAX choose", which is JAX's XLA path: checkpoints of runs that said "" restore.
 ATTENTION_ALIASES = {"": "xla"}
-REMAT_POLICIES = ("none", "full", "save_dots")
+REMAT_POLICIES = ("none", "full", "save_dots", "save_named")
 # The block types config.block_pattern may name; model.py maps each to its module (a test checks
 # that the two agree), so checking a config needs no model code.
 SUBLAYER_KINDS = ("attn", "mlp", "moe")

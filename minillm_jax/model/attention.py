@@ -64,9 +64,17 @@ def _cudnn_problem(platform: str, device_kind: str, compute_dtype: str, head_dim
     return None
 
 
+def _xla_kernel(platform: str, compute_dtype: str) -> str:
+    """The XLA formulation for a platform: by blocks of query rows for float32 on CPUs, where it
+    halves the attention time (`causal_attention_by_blocks`), the plain one elsewhere (a GPU's
+    float32 run, e.g. gpu_check's reference, keeps XLA's own fusions)."""
+    return "xla_blocks" if platform == "cpu" and compute_dtype == "float32" else "xla"
+
+
 def choose_attention(requested: str, *, platform: str, device_kind: str, compute_dtype: str,
                      head_dim: int, attention_dropout: float) -> AttentionChoice:
-    """The attention kernel for `requested` (auto | xla | cudnn) on a device.
+    """The attention kernel for `requested` (auto | xla | xla_blocks | cudnn) on a device; "xla"
+    is "xla_blocks" for float32 on a CPU (`_xla_kernel`).
 
     auto: cuDNN wherever it can run, XLA elsewhere. An explicit cudnn that cannot run is a
     ConfigError saying why and what to use instead.
@@ -75,8 +83,10 @@ def choose_attention(requested: str, *, platform: str, device_kind: str, compute
     dropout_note = (f"; training applies attention dropout {attention_dropout} on the "
                     "rematerialised XLA path (no fused kernel has probability dropout)"
                     if attention_dropout > 0 else "")
-    if requested == "xla":
-        return AttentionChoice("xla", "attention_impl=xla" + dropout_note)
+    xla = _xla_kernel(platform, compute_dtype)
+    if requested in ("xla", "xla_blocks"):
+        return AttentionChoice("xla_blocks" if requested == "xla_blocks" else xla,
+                               f"attention_impl={requested}" + dropout_note)
     if requested == "cudnn":
         if problem:
             raise ConfigError(f"config.attention_impl='cudnn' cannot run: {problem}. Use "
@@ -88,7 +98,7 @@ def choose_attention(requested: str, *, platform: str, device_kind: str, compute
                 "configs/best_fused.py) or attention_impl=auto")
         return AttentionChoice("cudnn", "attention_impl=cudnn")
     if problem:
-        return AttentionChoice("xla", f"auto: no cuDNN fused attention because {problem}")
+        return AttentionChoice(xla, f"auto: no cuDNN fused attention because {problem}")
     return AttentionChoice("cudnn", f"auto: cuDNN fused attention on {device_kind} in "
                                     f"{compute_dtype}" + dropout_note)
 
@@ -100,6 +110,8 @@ def causal_attention(q: Array, k: Array, v: Array, *, dropout_rate: float,
     if dropout_rng is None or dropout_rate == 0.0:
         if implementation == "cudnn":
             return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+        if implementation == "xla_blocks":
+            return causal_attention_by_blocks(q, k, v)
         return xla_attention(q, k, v)
     return dropout_attention(q, k, v, dropout_rng, dropout_rate)
 
@@ -133,8 +145,6 @@ def _attention(q: Array, k: Array, v: Array, rng: Array | None, rate: float) -> 
 
 def xla_attention(q: Array, k: Array, v: Array) -> Array:
     """Causal attention, XLA formulation, no dropout (q, k, v: (B, T, nh, hs), one dtype)."""
-    if q.dtype == jnp.float32:
-        return causal_attention_by_blocks(q, k, v)
     return _attention(q, k, v, None, 0.0)
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from minillm_jax.model.attention import attention_for_device, causal_attention
 from minillm_jax.config import ExecutionConfig, ModelConfig
@@ -18,6 +19,20 @@ from minillm_jax.model.dense import dense_dot_general
 from minillm_jax.model.precision import compute_dtype, dense_weight_grad
 
 Array = jax.Array
+
+
+# The activations that remat="save_named" keeps for the backward pass (checkpoint names; the
+# policy is minillm_jax.model.transformer.REMAT_POLICIES). Each is the output of a matmul or of
+# the residual stream, which the backward pass needs and which costs a matmul (or a whole
+# sublayer) to recompute; everything between them (norms, RoPE, activation functions, dropout
+# masks, casts) is elementwise and recomputed from them instead of stored.
+SAVED_ACTIVATIONS = {
+    "qkv": "attn_qkv",  # q, k, v after qk-norm and RoPE: the attention kernel's inputs
+    "attention output": "attn_out",  # the input of c_proj
+    "mlp input projections": "mlp_in",  # w1 x and w2 x (SwiGLU) or c_fc x, pre-activation
+    "residual stream": "residual",  # the stream between a block's sublayers (its input and
+    # output are the layer scan's carry, which the scan keeps anyway)
+}
 
 
 def dense_dot(execution: ExecutionConfig) -> Any:
@@ -116,6 +131,7 @@ class Attention(nn.Module):
         if start is not None:
             y = self._cached_attention(q, k, v, start)
             return dense(c, proj_init(cfg), "c_proj")(y.reshape(b, t, c))
+        q, k, v = checkpoint_name((q, k, v), SAVED_ACTIVATIONS["qkv"])
         rate = cfg.attention_dropout
         use_dropout = self.train and rate > 0
         impl = self.execution.attention_impl
@@ -124,7 +140,12 @@ class Attention(nn.Module):
         y = causal_attention(
             q, k, v, dropout_rate=rate,
             dropout_rng=self.make_rng("dropout") if use_dropout else None, implementation=impl)
-        y = dense(c, proj_init(cfg), "c_proj")(y.reshape(b, t, c))
+        # named as the kernel returns it: reshaped first, it would be a second copy of the cuDNN
+        # output that the remat policy saves anyway
+        if impl != "cudnn":
+            y = checkpoint_name(y, SAVED_ACTIVATIONS["attention output"])
+        y = y.reshape(b, t, c)
+        y = dense(c, proj_init(cfg), "c_proj")(y)
         return nn.Dropout(cfg.dropout, deterministic=not self.train)(y)
 
     def _cached_attention(self, q: Array, k: Array, v: Array, start: Array) -> Array:
@@ -161,10 +182,12 @@ class MLP(nn.Module):
             feats, use_bias=bias, dtype=dtype, param_dtype=jnp.float32, kernel_init=init,
             dot_general=dense_dot(self.execution), name=name)
         hidden, init = cfg.mlp_hidden, normal_init(cfg.init_std)
+        mlp_in = SAVED_ACTIVATIONS["mlp input projections"]
         if cfg.mlp_activation == "swiglu":
-            h = nn.silu(dense(hidden, init, "w1")(x)) * dense(hidden, init, "w2")(x)
+            gate = checkpoint_name(dense(hidden, init, "w1")(x), mlp_in)
+            h = nn.silu(gate) * checkpoint_name(dense(hidden, init, "w2")(x), mlp_in)
         else:
-            h = dense(hidden, init, "c_fc")(x)
+            h = checkpoint_name(dense(hidden, init, "c_fc")(x), mlp_in)
             h = (nn.gelu(h, approximate=False) if cfg.mlp_activation == "gelu"
                  else jnp.square(nn.relu(h)))
         y = dense(cfg.n_embd, proj_init(cfg), "c_proj")(h)

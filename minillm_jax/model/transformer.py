@@ -56,9 +56,10 @@ from typing import Any, NamedTuple
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.ad_checkpoint import checkpoint_name
 
 from minillm_jax.config import ExecutionConfig, ModelConfig
-from minillm_jax.model.layers import MLP, Attention, make_norm, normal_init
+from minillm_jax.model.layers import SAVED_ACTIVATIONS, MLP, Attention, make_norm, normal_init
 from minillm_jax.model.precision import compute_dtype, einsum_f32
 
 Array = jax.Array
@@ -121,14 +122,30 @@ class Block(nn.Module):
                 out, layer_stats = out
                 stats = {k: stats[k] + v if k in stats else v for k, v in layer_stats.items()}
             x = x + out.astype(x.dtype)  # the residual stream keeps its own dtype
+            if i < len(cfg.sublayers) - 1:
+                x = checkpoint_name(x, SAVED_ACTIVATIONS["residual stream"])
         if cfg.weighted_residual:
             return carry + column.astype(carry.dtype)[:, None, None, None] * x[None], stats
         return x, stats
 
 
-_REMAT_POLICIES = {
+def _is_fused_attention_forward(primitive: Any, *avals: Any, **params: Any) -> bool:
+    """A remat policy that saves the outputs of cuDNN fused attention's forward (its output and
+    softmax statistics, which its backward needs). Checkpoint names cannot reach them: they are
+    made inside jax.nn.dot_product_attention's own custom VJP, so the policy names the primitive
+    (`dot_product_attention_fwd_wrapper` in jax 0.10). Without it a remat policy recomputes
+    the whole fused forward in the backward pass."""
+    return primitive.name.startswith("dot_product_attention_fwd")
+
+
+REMAT_POLICIES = {
     "full": None,  # save nothing, recompute the whole block
     "save_dots": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+    # one copy of each activation the backward pass needs, recompute the elementwise rest
+    # (minillm_jax/model/layers.py SAVED_ACTIVATIONS; docs/performance.md has the numbers)
+    "save_named": jax.checkpoint_policies.save_from_both_policies(
+        jax.checkpoint_policies.save_only_these_names(*SAVED_ACTIVATIONS.values()),
+        _is_fused_attention_forward),
 }
 
 
@@ -142,7 +159,7 @@ def stacked_blocks(cfg: ModelConfig, execution: ExecutionConfig,
     """
     if execution.remat != "none" and not decode:
         block_cls = nn.remat(block_cls, prevent_cse=False,
-                             policy=_REMAT_POLICIES[execution.remat])
+                             policy=REMAT_POLICIES[execution.remat])
     return nn.scan(
         block_cls,
         variable_axes={"params": 0, "cache": 0},

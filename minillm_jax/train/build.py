@@ -24,7 +24,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding
 
 from minillm_jax.train import sharding
-from minillm_jax.model.attention import AttentionChoice, attention_for_device
+from minillm_jax.model.attention import AttentionChoice, attention_for_device, choose_attention
 from minillm_jax.config import TrainConfig, resolve_compute_dtype
 from minillm_jax.model.transformer import Transformer, build_model
 from minillm_jax.optim import build_optimizer
@@ -123,15 +123,52 @@ def enable_compilation_cache(setting: str) -> str | None:
     return directory
 
 
-def build_run(config: TrainConfig) -> Run:
-    """Mesh, model, optimizer and shardings of `config` (nothing is allocated or compiled)."""
-    mesh = sharding.make_mesh(config)
-    platform = jax.devices()[0].platform
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The devices a run is built for. `live`: this process's devices, where the cuDNN attention
+    choice is confirmed by a test run (minillm_jax.model.attention.attention_for_device). Not
+    live: the devices of a compile-only topology (jax.experimental.topologies; a GPU compiled
+    for on a machine without one), where nothing runs, so the choice is made from the device
+    kind alone, and every platform-dependent config field resolves for the target's platform,
+    not for the host. `platform` / `device_kind` override the devices' own (a program lowered
+    for CUDA over the host's devices, as the lowering tests do)."""
+
+    devices: tuple[jax.Device, ...]
+    live: bool = True
+    platform_override: str | None = None
+    device_kind_override: str | None = None
+
+    @classmethod
+    def local(cls) -> "Target":
+        return cls(tuple(jax.devices()), live=True)
+
+    @property
+    def platform(self) -> str:
+        return self.platform_override or self.devices[0].platform
+
+    @property
+    def device_kind(self) -> str:
+        return self.device_kind_override or self.devices[0].device_kind
+
+
+def build_run(config: TrainConfig, target: Target | None = None) -> Run:
+    """Mesh, model, optimizer and shardings of `config` for `target` (default: this process's
+    devices); nothing is allocated or compiled."""
+    target = target or Target.local()
+    mesh = sharding.make_mesh(config, target.devices)
+    platform = target.platform
     _, dtype_reason = resolve_compute_dtype(config.execution.compute_dtype, platform)
     config = config.replace(execution=config.execution.for_platform(platform))
-    attention = attention_for_device(config.execution.attention_impl,
-                                     config.execution.compute_dtype, config.model.head_dim,
-                                     config.model.attention_dropout)
+    if target.live:
+        attention = attention_for_device(config.execution.attention_impl,
+                                         config.execution.compute_dtype, config.model.head_dim,
+                                         config.model.attention_dropout, target.devices[0])
+    else:
+        attention = choose_attention(config.execution.attention_impl, platform=platform,
+                                     device_kind=target.device_kind,
+                                     compute_dtype=config.execution.compute_dtype,
+                                     head_dim=config.model.head_dim,
+                                     attention_dropout=config.model.attention_dropout)
     model = build_model(config.model,
                         dataclasses.replace(config.execution, attention_impl=attention.impl))
     tx, _ = build_optimizer(config.optim, config.run.iterations,

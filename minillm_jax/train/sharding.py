@@ -6,7 +6,7 @@ fsdp size, replicate the rest. That is plain FSDP (ZeRO-3-like), enough from one
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -17,11 +17,14 @@ from minillm_jax.config import TrainConfig, check_devices
 BATCH_AXES = ("data", "fsdp")
 
 
-def make_mesh(config: TrainConfig) -> Mesh:
-    """The (data, fsdp) mesh of `config` over all devices (sizes checked by
-    config.check_devices). Auto axis types: Explicit ones break embedding gathers."""
-    data, fsdp = check_devices(config, jax.device_count())
-    return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types=(AxisType.Auto,) * 2)
+def make_mesh(config: TrainConfig, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """The (data, fsdp) mesh of `config` over `devices` (default: all devices; a compile-only
+    GPU topology's devices for minillm_jax.experiments.gpu_aot), sizes checked by
+    config.check_devices. Auto axis types: Explicit ones break embedding gathers."""
+    devices = list(devices) if devices is not None else jax.devices()
+    data, fsdp = check_devices(config, len(devices))
+    return jax.make_mesh((data, fsdp), BATCH_AXES, axis_types=(AxisType.Auto,) * 2,
+                         devices=devices)
 
 
 def param_spec(shape: tuple[int, ...], fsdp: int) -> P:
