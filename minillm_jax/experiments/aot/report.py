@@ -10,9 +10,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from minillm_jax.experiments.aot.hlo import parse_kernels, stash
+from minillm_jax.experiments.aot.hlo import parse_kernels
 from minillm_jax.experiments.aot.roofline import Peaks, predict
+from minillm_jax.experiments.aot.stash import stash
 from minillm_jax.experiments.aot.targets import CompiledStep, GpuTarget
+from minillm_jax.config import ConfigError
 from minillm_jax.train.mfu import mfu, model_flops_per_token
 
 GIB = 2**30
@@ -22,9 +24,12 @@ def target_peaks(target: GpuTarget) -> Peaks:
     """The time model's peaks for `target`: bf16 from the datasheet table (train/mfu.py), TF32
     (what XLA runs float32 dots as on Ampere and later) at half of it, as on the A100, H100, H200
     and L4 datasheets; HBM bandwidth from the target description."""
-    bf16 = target.peak_flops or 0.0
-    return Peaks.for_gpu(target.device_kind, bf16_flops=bf16, bandwidth=target.bandwidth,
-                         link_bandwidth=target.link_bandwidth)
+    bf16 = target.peak_flops
+    if bf16 is None:
+        raise ConfigError(f"no datasheet bf16 peak for {target.device_kind!r} in "
+                          "minillm_jax/train/mfu.py DEVICE_PEAKS: add it to predict times")
+    return Peaks(target.device_kind, {"bf16": bf16, "f32": bf16 / 2}, target.bandwidth,
+                 collective_bandwidth=target.link_bandwidth)
 
 
 def memory(compiled: Any) -> dict[str, int]:
@@ -168,7 +173,7 @@ def markdown(report: dict[str, Any]) -> str:
               "|---|---|---|---|---|---|---|"]
     for b in r["stash"]:
         dup = ", ".join(map(str, b["duplicate_of"])) or ""
-        lines.append(f"| {b['index']} | {b['kind']} | {b['dtype']} | {list(b['shape'])} | "
+        lines.append(f"| {b['index']} | {b['kind']} | {b['dtype']} | `{b['shape']}` | "
                      f"{_gib(b['bytes'])} | {', '.join(b['sources'])[:50]} | {dup} |")
     if r["collectives"]:
         lines += ["", "## Collectives per step", "", "| collective | count | GB |", "|---|---|---|"]
