@@ -252,8 +252,11 @@ def test_auto_falls_back_to_xla_when_the_cudnn_probe_fails(monkeypatch):
 
 
 def test_cudnn_probe_reports_a_real_failure_without_raising():
-    """On this CPU machine cuDNN attention really cannot run: the probe returns one line."""
+    """On this CPU machine cuDNN attention really cannot run: the probe returns one line. Its
+    words depend on whether JAX's CUDA plugin is installed (CI installs it for the compile-only
+    GPU tests): without it cuDNN is not found, with it the fused kernel has no CPU lowering."""
     from minillm_jax.model.attention import cudnn_attention_error
 
     error = cudnn_attention_error(jax.devices("cpu")[0], "bfloat16", 64)
-    assert error is not None and "\n" not in error and "cuDNN" in error, error
+    assert error is not None and "\n" not in error, error
+    assert "cuDNN" in error or "dot_product_attention" in error, error
