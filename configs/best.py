@@ -25,4 +25,8 @@ def get_config():
     config.iterations = 28000
     config.eval_freq = 200
     config.dataset = "slimpajama"
+    # one saved copy of each activation the backward needs (python tools/gpu_aot.py: 29.3 -> 13.4
+    # GiB of temporaries for best_fused.py on an H100, predicted step 116 -> 92 ms;
+    # docs/performance.md "The GPU step, compiled without a GPU")
+    config.remat = "save_named"
     return config

@@ -27,4 +27,5 @@ def get_config():
     config.moe_capacity_factor = 1.25
     config.moe_aux_loss_weight = 0.01
     config.moe_z_loss_weight = 0.001
+    config.remat = "none"  # save_named names no MoE activation: it would recompute the experts
     return config

@@ -33,4 +33,5 @@ def get_config():
     config.moe_group_size = 0  # one sequence per routing group
     config.moe_aux_loss_weight = 0.01
     config.moe_z_loss_weight = 0.001
+    config.remat = "none"  # save_named names no MoE activation: it would recompute the experts
     return config
