@@ -31,9 +31,11 @@ def prepare_command(data_dir: str, dataset: str | None = None, force: bool = Fal
     return f"python -m minillm_jax.data.prepare --dataset {name} --out {data_dir}{redo}{source}"
 
 
-def no_data_error(data_dir: str, dataset: str | None = None, why: str = "") -> DataError:
+def no_data_error(data_dir: str, dataset: str | None = None, why: str = "",
+                  verb: str = "run") -> DataError:
     why = f" ({why})" if why else ""
-    return DataError(f"no prepared data in {data_dir}{why}: run `{prepare_command(data_dir, dataset)}`")
+    return DataError(f"no prepared data in {data_dir}{why}: {verb} "
+                     f"`{prepare_command(data_dir, dataset)}`")
 
 
 def _read_meta(data_dir: str) -> dict[str, Any] | None:
@@ -108,9 +110,10 @@ def load_meta(data_dir: str, dataset: str | None = None) -> dict[str, Any]:
         raise no_data_error(data_dir, dataset, why="directory does not exist")
     meta = _read_meta(data_dir)
     if meta is None:
-        why = (f"an interrupted prepare left unfinished files and no {META_FILE}, which prepare "
-               "writes last" if _leftovers(data_dir) else f"no {META_FILE}")
-        raise no_data_error(data_dir, dataset, why=why)
+        if _leftovers(data_dir):
+            raise no_data_error(data_dir, dataset, f"an interrupted prepare left unfinished "
+                                f"files and no {META_FILE}, which prepare writes last", "rerun")
+        raise no_data_error(data_dir, dataset, why=f"no {META_FILE}")
     problems = _problems(data_dir, meta)
     if problems:
         raise DataError(f"damaged data in {data_dir}: {'; '.join(problems)}; prepare it again "
