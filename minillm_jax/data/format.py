@@ -123,8 +123,5 @@ def load_meta(data_dir: str, dataset: str | None = None) -> dict[str, Any]:
 
 def open_tokens(data_dir: str, split: str) -> np.ndarray:
     """Read-only memory map of `split`.bin after checking it against meta.json."""
-    load_meta(data_dir)
-    path = os.path.join(data_dir, f"{split}.bin")
-    if os.path.getsize(path) == 0:
-        return np.zeros((0,), TOKEN_DTYPE)
-    return np.memmap(path, dtype=TOKEN_DTYPE, mode="r")
+    load_meta(data_dir)  # refuses empty files, which np.memmap cannot map
+    return np.memmap(os.path.join(data_dir, f"{split}.bin"), dtype=TOKEN_DTYPE, mode="r")

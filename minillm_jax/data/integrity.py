@@ -1,5 +1,7 @@
 """Whether a prepared directory still holds what prepare wrote, checked before every run at a cost
-that does not grow with the data (SlimPajama's train.bin is many GB).
+that does not grow with the data: SlimPajama's train.bin is many GB, and reading it whole at
+every start (or resume) would take minutes, so prepare records what a full read would give and
+the start reads a bounded sample.
 
 prepare records per token file, in meta.json's "train" / "val": `sha256` (the whole file, for
 `sha256sum`; never recomputed at start), `sample_sha256` (below) and `max_token`. `check_data`:
