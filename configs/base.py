@@ -78,6 +78,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.dataset = "slimpajama"  # slimpajama | shakespeare | any prepared directory via data_dir
     c.data_dir = ""  # default: data/<dataset>
     c.data_seed = 1337
+    # Train (or resume) on data whose content differs from what prepare recorded in meta.json or
+    # from what the resumed checkpoint was trained on (minillm_jax/data/integrity.py); False
+    # refuses such data with one line. Damage that cannot be trained on is always refused.
+    c.allow_data_change = False
     c.seed = 0
 
     # Evaluation: periodic evals on eval_batches fixed batches, the full validation set at the end.

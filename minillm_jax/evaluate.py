@@ -36,6 +36,11 @@ def evaluate(workdir: str, step: int | None = None, data_dir: str | None = None,
     execution = dataclasses.replace(config.execution, mesh_data=-1, mesh_fsdp=1)
     config = config.replace(data=data_config, execution=execution)
     data.ensure_dataset(config.data.dataset, config.data.data_dir)
+    # tokens the model has no embedding for are refused; a content changed since prepare is
+    # only reported (evaluating on other data is a choice, not damage)
+    for note in data.check_data(config.data.data_dir, config.model.vocab_size,
+                                allow_change=True)[1]:
+        print(note, file=sys.stderr)
     run = build_run(config)
     params = checkpointing.restore_params(workdir, step, run.abstract_state.params)
     result = Evaluator(run)(params, max_batches)

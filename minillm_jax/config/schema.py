@@ -349,6 +349,7 @@ class DataConfig:
     dataset: str
     data_dir: str
     data_seed: int
+    allow_data_change: bool
     batch_size: int
     acc_steps: int
     eval_batch_size: int

@@ -1,7 +1,8 @@
 """Data: prepare token files once (`python -m minillm_jax.data.prepare`), then load them with grain.
 
 Layout of a prepared directory: `train.bin` and `val.bin` (flat np.uint16 token streams, each
-document's tokens followed by EOT 50256) and `meta.json` (counts, tokenizer, source, split).
+document's tokens followed by EOT 50256) and `meta.json` (counts, tokenizer, source, split, and
+each file's digests and largest token, checked by `check_data` before every run).
 
 Importing this package is cheap: the grain loader (which imports jax) and the tokenizer are loaded
 on first use of `TrainLoader`, `iter_val_batches`, `num_val_batches`, `ensure_dataset` or
@@ -14,6 +15,7 @@ import importlib
 from typing import Any
 
 from minillm_jax.data.format import DataError, is_prepared, load_meta
+from minillm_jax.data.integrity import check_data
 
 _LAZY = {
     "TrainLoader": "minillm_jax.data.loader",
@@ -23,7 +25,7 @@ _LAZY = {
     "prepare_dataset": "minillm_jax.data.prepare",
 }
 
-__all__ = ["DataError", "TrainLoader", "ensure_dataset", "is_prepared", "iter_val_batches",
+__all__ = ["DataError", "TrainLoader", "check_data", "ensure_dataset", "is_prepared", "iter_val_batches",
            "load_meta", "num_val_batches", "prepare_dataset"]
 
 

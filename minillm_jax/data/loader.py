@@ -36,6 +36,7 @@ import numpy as np
 from minillm_jax.data import DataError
 from minillm_jax.data import format as fmt
 from minillm_jax.data.format import load_meta
+from minillm_jax.data.integrity import ALLOW_FLAG, changed_since
 
 __all__ = ["TrainLoader", "iter_val_batches", "load_meta", "num_val_batches"]
 
@@ -135,7 +136,8 @@ class TrainLoader:
 
     def __init__(self, data_dir: str, *, batch_size: int, seq_len: int, seed: int,
                  acc_steps: int = 1, mode: str = "baselines", process_index: int = 0,
-                 process_count: int = 1, prefetch: int = 2):
+                 process_count: int = 1, prefetch: int = 2, fingerprint: dict | None = None,
+                 allow_data_change: bool = False):
         if mode not in MODES:
             raise DataError(f"unknown loader mode {mode!r}: expected one of {', '.join(MODES)}")
         if seq_len < 1 or acc_steps < 1 or prefetch < 0:
@@ -151,6 +153,7 @@ class TrainLoader:
         self.batch_size, self.seq_len, self.seed = batch_size, seq_len, int(seed)
         self.acc_steps, self.mode, self.prefetch = acc_steps, mode, prefetch
         self.process_index, self.process_count = process_index, process_count
+        self.fingerprint, self.allow_data_change = fingerprint, allow_data_change
         lo = process_index * local
         self._sampler = _Sampler(n, seq_len, batch_size, seed, mode, lo, lo + local)
         if mode == "baselines" and self._sampler.batches_per_epoch < 1:
@@ -197,19 +200,28 @@ class TrainLoader:
         return {"version": STATE_VERSION, "micro_batch": self.next_micro_batch,
                 "mode": self.mode, "seed": self.seed, "batch_size": self.batch_size,
                 "seq_len": self.seq_len, "train_tokens": int(self.tokens.shape[0]),
-                "acc_steps": self.acc_steps}
+                "acc_steps": self.acc_steps,
+                **({"data_fingerprint": self.fingerprint} if self.fingerprint else {})}
 
     def set_state(self, state: dict[str, Any]) -> None:
         """Continues from a `get_state()` result. The global batch sequence depends on mode, seed,
-        batch_size, seq_len and the data, so these must match; process_count and acc_steps may
-        differ."""
+        batch_size, seq_len and the data, so these must match (the data may differ with
+        allow_data_change); process_count and acc_steps may differ."""
         if not isinstance(state, dict) or "micro_batch" not in state:
             raise DataError(f"not a data loader state: {state!r}")
         if state.get("version", STATE_VERSION) != STATE_VERSION:
             raise DataError(f"data loader state version {state.get('version')} is not supported "
                             f"(expected {STATE_VERSION})")
         mine = self.get_state()
-        for key in ("mode", "seed", "batch_size", "seq_len", "train_tokens"):
+        changed = (changed_since(state.get("data_fingerprint"), self.fingerprint)
+                   if self.fingerprint else [])
+        if changed and not self.allow_data_change:
+            raise DataError(f"cannot resume the data loader: {' and '.join(changed)} in "
+                            f"{self.data_dir} changed since the checkpoint was saved; point "
+                            f"data_dir at the data the run was trained on, or set {ALLOW_FLAG}")
+        keys = ("mode", "seed", "batch_size", "seq_len") + (
+            () if self.allow_data_change else ("train_tokens",))
+        for key in keys:
             if key in state and state[key] != mine[key]:
                 raise DataError(f"cannot resume the data loader: the checkpoint was saved with "
                                 f"{key}={state[key]!r} but this run has {key}={mine[key]!r}; the "

@@ -33,8 +33,12 @@ would write a lone EOT for an empty document, none is written. Undecodable bytes
 U+FFFD and counted. A malformed JSON line stops the run with its file and line number, or is
 skipped and counted with `--skip-bad`.
 
-Output files are written under hidden temporary names and renamed at the end (meta.json last), so
-an interrupted run never leaves files that look finished; a re-run starts over.
+Output files are written under hidden temporary names and renamed at the end, meta.json last: it is
+the completion marker, and a directory without it is never read as data (the loader says to rerun
+prepare). An interrupted or killed run never leaves files that look finished; a re-run starts over
+and writes the same bytes (meta.json differs only in its "prepare" timings). meta.json also
+records each token file's sha256, sampled digest and largest token, which every run checks
+(minillm_jax/data/integrity.py).
 """
 
 from __future__ import annotations
@@ -56,6 +60,7 @@ import numpy as np
 
 from minillm_jax.data import DataError
 from minillm_jax.data import format as fmt
+from minillm_jax.data.integrity import describe_file
 from minillm_jax.data.plans import Plan, hub_plan, local_plan, split_ranks
 from minillm_jax.data.sources import LocalSource, ShakespeareSource
 from minillm_jax.data.writer import Encoded, Progress, Writer, fsync_write, tmp_path
@@ -278,8 +283,9 @@ def _finish(dataset: str, out_dir: str, plan: Plan, writer: Writer, num_proc: in
                       "eot": "appended after every document"},
         "source": plan.description,
         "split": plan.split,
-        "train": train.as_dict(),
-        "val": val.as_dict(),
+        # sha256, sample_sha256 and max_token of each file: the checks of minillm_jax/data/integrity.py
+        "train": {**train.as_dict(), **describe_file(tmp_path(out_dir, fmt.TRAIN_FILE))},
+        "val": {**val.as_dict(), **describe_file(tmp_path(out_dir, fmt.VAL_FILE))},
         "skipped": {"empty_documents": empty, "bad_records": bad, "replaced_documents": replaced},
         "prepare": {"seconds": round(seconds, 3), "mb_per_s": round(mb_per_s, 3),
                     "num_proc": num_proc,
@@ -319,12 +325,14 @@ def ensure_dataset(dataset: str, data_dir: str) -> None:
     prepared beforehand."""
     if fmt.is_prepared(data_dir):
         return
+    if os.path.exists(os.path.join(data_dir, fmt.META_FILE)):
+        fmt.load_meta(data_dir)  # finished once and damaged since: say so, never redo silently
+        return
     if dataset in VENDORED:
         _log(f"preparing the vendored {dataset} corpus into {data_dir}")
         prepare_dataset(dataset, data_dir, num_proc=1)
         return
-    raise DataError(f"no prepared data in {data_dir}: run `python -m minillm_jax.data.prepare "
-                    f"--dataset {dataset} --out {data_dir} [--source ...]`")
+    fmt.load_meta(data_dir, dataset)  # raises: what is missing and the command to run
 
 
 # ---------------------------------------------------------------------------------------------

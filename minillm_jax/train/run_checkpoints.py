@@ -209,3 +209,25 @@ class RunCheckpoints:
             self.wait()
         finally:
             self.manager.close()
+
+
+def newest_data_state(workdir: str) -> tuple[int, dict] | None:
+    """(step, data loader state) of the newest checkpoint whose data item reads, None if there is
+    none: the trainer checks the data against it before compiling; the restore checks the rest."""
+    if not os.path.isdir(checkpoint_dir(workdir)):
+        return None
+    manager = make_manager(workdir, keep=0, async_save=False, create=False)
+    try:
+        for step in sorted(manager.all_steps(), reverse=True):
+            if "data" not in present_items(manager, step):
+                continue
+            try:
+                state = manager.restore(step, args=ocp.args.Composite(
+                    data=ocp.args.JsonRestore()))["data"]
+            except Exception:  # noqa: BLE001 - unreadable: restore_newest reports or skips it
+                continue
+            if isinstance(state, dict):
+                return int(step), state
+    finally:
+        manager.close()
+    return None

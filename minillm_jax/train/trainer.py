@@ -13,7 +13,7 @@ import numpy as np
 
 from minillm_jax import data
 from minillm_jax.train import checkpointing
-from minillm_jax.train.run_checkpoints import RunCheckpoints
+from minillm_jax.train.run_checkpoints import RunCheckpoints, newest_data_state
 from minillm_jax.train import distributed
 from minillm_jax.train import memory
 from minillm_jax.train import rundir
@@ -46,19 +46,34 @@ def train(config: ml_collections.ConfigDict | TrainConfig, name: str = "run") ->
     checkpointing.quiet_orbax_logs()
     rundir.prepare_run(config.run.workdir, config.run.resume, config.run.overwrite)
     data.ensure_dataset(config.data.dataset, config.data.data_dir)
-    # before compiling: a batch or sequence the data cannot fill is one line, not a traceback
-    # after minutes of compilation
+    # before compiling: damaged or changed data, or a batch or sequence the data cannot fill, is
+    # one line, not a traceback after minutes of compilation
+    fingerprint = _check_data(config)
     data.num_val_batches(config.data.data_dir, batch_size=config.data.eval_batch_size,
                          seq_len=config.model.sequence_length)
     loader = data.TrainLoader(
         config.data.data_dir, batch_size=config.data.batch_size,
         seq_len=config.model.sequence_length, seed=config.data.data_seed,
         acc_steps=config.data.acc_steps, process_index=jax.process_index(),
-        process_count=jax.process_count())
+        process_count=jax.process_count(), fingerprint=fingerprint,
+        allow_data_change=config.data.allow_data_change)
     try:
         return _train(run, loader, session_start, name)
     finally:
         loader.close()
+
+
+def _check_data(config: TrainConfig) -> dict[str, Any]:
+    """The data's fingerprint after data.check_data, against the newest checkpoint's when the
+    run resumes (the loader checks again against the checkpoint actually restored)."""
+    saved = newest_data_state(config.run.workdir) if config.run.resume else None
+    fingerprint, notes = data.check_data(
+        config.data.data_dir, config.model.vocab_size,
+        saved=(saved[0], saved[1].get("data_fingerprint")) if saved else None,
+        allow_change=config.data.allow_data_change)
+    for note in notes:
+        log(note)
+    return fingerprint
 
 
 def _train(run: Run, loader: Any, session_start: float, name: str) -> dict[str, Any]:

@@ -147,5 +147,5 @@ def test_loader_errors(tmp_path):
         TrainLoader(small, batch_size=2, seq_len=4, seed=0, mode="shuffle")
     with open(os.path.join(small, "meta.json"), "w") as f:
         json.dump({"train": {"tokens": 99}, "val": {"tokens": 10}}, f)
-    with pytest.raises(DataError, match="train.bin has 200 bytes"):
+    with pytest.raises(DataError, match="train.bin has 100 tokens but meta.json says 99"):
         TrainLoader(small, batch_size=2, seq_len=4, seed=0)

@@ -154,7 +154,7 @@ def test_finished_directory_is_left_alone(tmp_path, monkeypatch):
     with open(os.path.join(out, "train.bin"), "r+b") as f:
         f.truncate(2)
     assert not is_prepared(out)
-    with pytest.raises(DataError, match="incomplete"):
+    with pytest.raises(DataError, match="train.bin has 1 tokens but meta.json says 6 .*--force"):
         load_meta(out)
 
 
