@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+
+# The tests run on the CPU, also where JAX's CUDA plugin is installed (CI installs it for the
+# compile-only GPU tests, tests/aot): without this the plugin tries to start a GPU, prints its
+# failure and leaves no CUDA client for compiling without one. Subprocesses inherit it.
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import pytest
 

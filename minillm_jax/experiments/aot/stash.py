@@ -61,10 +61,11 @@ def _source_name(instr: Instruction) -> str:
 
 
 def _dus_writer(module: Module, body: Computation, value: Instruction) -> tuple | None:
-    """(buffer operand name, other operand names, update elements) of a DUS write, else None."""
+    """(buffer operand name, other operand names, update elements, {operand: slice it gives
+    the update}) of a DUS write, else None."""
     if value.opcode == "dynamic-update-slice":
         update = body.by_name[value.operands[1]]
-        return value.operands[0], value.operands[1:], update.leaves[0].elements
+        return value.operands[0], value.operands[1:], update.leaves[0].elements, {}
     if value.opcode != "fusion":
         return None
     fused = module.computations[value.attr("calls")]
@@ -80,7 +81,26 @@ def _dus_writer(module: Module, body: Computation, value: Instruction) -> tuple 
         return None
     k = int(buffer.args_text)
     others = value.operands[:k] + value.operands[k + 1:]
-    return value.operands[k], others, fused.by_name[root.operands[1]].leaves[0].elements
+    update = fused.by_name[root.operands[1]]
+    return value.operands[k], others, update.leaves[0].elements, _slice_of_update(fused, update,
+                                                                                 value)
+
+
+def _slice_of_update(fused: Computation, update: Instruction, fusion: Instruction,
+                     ) -> dict[str, str]:
+    """{fusion operand: slice} when the update is a static slice of one operand (through
+    bitcasts): XLA merges two matmuls that share an input (w1 x and w2 x) into one, and each
+    stacked buffer then takes its own half of the product, which is no duplicate."""
+    while update.opcode == "bitcast" and update.operands:
+        update = fused.by_name[update.operands[0]]
+    if update.opcode != "slice":
+        return {}
+    source = fused.by_name[update.operands[0]]
+    while source.opcode == "bitcast" and source.operands:
+        source = fused.by_name[source.operands[0]]
+    if source.opcode != "parameter":
+        return {}
+    return {fusion.operands[int(source.args_text)]: update.attr("slice") or ""}
 
 
 def _is_index(instr: Instruction) -> bool:
@@ -104,11 +124,14 @@ def _loop_buffers(module: Module, loop: Instruction) -> list[StashBuffer]:
         write = _dus_writer(module, body, value)
         if write is None or _carry_index(_through(body, write[0]), param) != i:
             continue
-        _, others, update_elements = write
-        values = [_through(body, o) for o in others]
-        values = [v for v in values if not _is_index(v)]
-        main = [v for v in values if sum(a.elements for a in v.leaves) >= update_elements] or values
-        sources = tuple(sorted({_source_name(v) for v in main}))
+        _, others, update_elements, slices = write
+        values = [(_through(body, o), slices.get(o, "")) for o in others]
+        values = [(v, part) for v, part in values if not _is_index(v)]
+        main = [(v, part) for v, part in values
+                if sum(a.elements for a in v.leaves) >= update_elements] or values
+        sources = tuple(sorted({_source_name(v) + (f" slice={part}" if part else "")
+                                for v, part in main}))
+        main = [v for v, _ in main]
         weight = all(_carry_index(v, param) in invariant for v in main) and bool(main)
         found.append((i, leaf, sources, "weight copy" if weight else "activation"))
     buffers = []

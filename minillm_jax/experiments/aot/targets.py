@@ -109,8 +109,12 @@ def topology_devices(target: GpuTarget, n_devices: int = 1) -> tuple[Any, ...]:
     """`n_devices` compile-only devices of `target` (one host, e.g. an 8-GPU node)."""
     from jax.experimental import topologies
 
-    topology = topologies.get_topology_desc(platform="cuda", target_config=target.text,
-                                            topology=f"1x1x{n_devices}")
+    try:
+        topology = topologies.get_topology_desc(platform="cuda", target_config=target.text,
+                                                topology=f"1x1x{n_devices}")
+    except NotImplementedError as err:  # the CUDA client failed to start (no GPU, no cpu pin)
+        raise ConfigError(f"JAX's CUDA plugin did not start ({err}): set JAX_PLATFORMS=cpu "
+                          "before JAX starts to compile for a GPU without one") from err
     return tuple(topology.devices)
 
 
