@@ -17,8 +17,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from minillm_jax.model.attention import AttentionChoice
-from minillm_jax.train.build import build_run
+from minillm_jax.train.build import Target, build_run
 from minillm_jax.config import build_config, load_config
 from tests.conftest import REPO
 
@@ -27,20 +26,28 @@ DOT = re.compile(r"stablehlo\.dot_general .*: \((tensor<[^>]*>), (tensor<[^>]*>)
                  r"(tensor<[^>]*>)")
 
 
-def _run(name: str, cudnn: bool, monkeypatch, **overrides):
-    """build_run of configs/<name>.py in bfloat16 (what compute_dtype=auto gives on a GPU), with
-    cuDNN attention forced when `cudnn`."""
-    config = load_config(REPO / "configs" / f"{name}.py")
-    config.update(dict(batch_size=BATCH, sequence_length=SEQ, compute_dtype="bfloat16",
-                       compilation_cache="off", **overrides))
-    if cudnn:
-        from jax._src.cudnn import fused_attention_stablehlo as cudnn_lowering
+GPU = "NVIDIA H100 80GB HBM3"
 
-        monkeypatch.setattr(cudnn_lowering, "check_cudnn_version", lambda: 91000)
-        monkeypatch.setattr(cudnn_lowering, "check_compute_capability", lambda capability: True)
-        monkeypatch.setattr("minillm_jax.train.build.attention_for_device",
-                            lambda *args, **kwargs: AttentionChoice("cudnn", "forced in a test"))
-    return build_run(build_config(config, name))
+
+def _run(name: str, cudnn: bool, monkeypatch, **overrides):
+    """build_run of configs/<name>.py resolved for an H100 (compute_dtype=auto gives bfloat16,
+    dense_weight_grad=auto autodiff's dots, attention_impl=auto cuDNN where it can run) over this
+    machine's devices, so that it lowers for CUDA; `cudnn`: the attention it must have chosen."""
+    config = load_config(REPO / "configs" / f"{name}.py")
+    config.update(dict(batch_size=BATCH, sequence_length=SEQ, compilation_cache="off",
+                       **overrides))
+    from jax._src.cudnn import fused_attention_stablehlo as cudnn_lowering
+
+    # tracing cuDNN attention asks the local GPU for its cuDNN version and compute capability
+    monkeypatch.setattr(cudnn_lowering, "check_cudnn_version", lambda: 91000)
+    monkeypatch.setattr(cudnn_lowering, "check_compute_capability", lambda capability: True)
+    target = Target(tuple(jax.devices()), live=False, platform_override="gpu",
+                    device_kind_override=GPU)
+    run = build_run(build_config(config, name), target)
+    assert (run.attention.impl == "cudnn") == cudnn, run.attention
+    assert run.config.execution.compute_dtype == overrides.get("compute_dtype", "bfloat16")
+    assert run.config.execution.dense_weight_grad == "xla"
+    return run
 
 
 def _train_text(run, platform: str = "cuda") -> str:
@@ -78,15 +85,16 @@ def _router_dots(run) -> set[str]:
 
 
 @pytest.mark.parametrize("name,cudnn,overrides,float32_dots", [
-    ("best", False, {}, 0),   # XLA attention with dropout (remat), chunked loss, AdamW
-    ("best", False, {"loss_chunk_size": 0}, 0),  # the plain loss (model.head_logits)
+    # best.py: cuDNN chosen (evaluation), training on the XLA path with attention dropout
+    ("best", True, {}, 0),   # XLA attention with dropout (remat), chunked loss, AdamW
+    ("best", True, {"loss_chunk_size": 0}, 0),  # the plain loss (model.head_logits)
     ("best_fused", True, {}, 0),   # cuDNN attention
     ("best_fused", False, {"attention_impl": "xla"}, 0),  # XLA attention without dropout
     ("modern", True, {}, 0),  # + Muon (Newton-Schulz), untied head, qk-norm, relu2
     # MoE routers stay float32 (Switch Transformer's "selective precision": top-k routing is
     # sensitive to rounding and the (C x E) router costs nothing): logits, and the gradients of
     # the router's input and kernel
-    ("moe", False, {}, 3),
+    ("moe", True, {}, 3),
 ])
 def test_every_matmul_of_a_bf16_train_step_has_bf16_operands(name, cudnn, overrides,
                                                              float32_dots, monkeypatch):
@@ -116,7 +124,7 @@ def test_best_fused_runs_cudnn_attention_in_train_and_eval_steps(monkeypatch):
     assert _cudnn_calls(evaluate) == {"__cudnn$fmhaSoftmax"}
     assert scores not in train and scores not in evaluate
     # the check can fail: best.py's XLA attention (with dropout) holds them
-    xla = _run("best", False, monkeypatch)
+    xla = _run("best", True, monkeypatch)
     assert scores in _train_text(xla) and not _cudnn_calls(_train_text(xla))
 
 
@@ -127,7 +135,7 @@ def _cudnn_calls(text: str) -> set[str]:
 def test_best_train_step_lowers_for_tpu(monkeypatch):
     """The TPU-agnostic claim: best.py's step (XLA attention with dropout, whose masks come from
     XLA's RngBitGenerator) lowers for TPU."""
-    text = _train_text(_run("best", False, monkeypatch), platform="tpu")
+    text = _train_text(_run("best", True, monkeypatch), platform="tpu")
     assert "stablehlo.rng_bit_generator" in text
     assert all(_dtype(a) == _dtype(b) == "bf16" for a, b, _ in _dots(text))
 
@@ -138,3 +146,14 @@ def test_library_uses_no_private_jax_api():
                  for path in sorted((REPO / folder).rglob("*.py"))
                  if "jax._src" in path.read_text() or "from jax import _src" in path.read_text()]
     assert offenders == []
+
+
+def test_float32_attention_kernel_follows_the_platform(monkeypatch):
+    """The blocked float32 attention is tuned for XLA:CPU: a float32 run resolved for a GPU
+    (gpu_check's float32 reference) takes the plain XLA formulation, a CPU run the blocks."""
+    gpu = _run("best_fused", False, monkeypatch, compute_dtype="float32", remat="none")
+    assert gpu.attention.impl == "xla"
+    cpu = build_run(build_config(load_config(REPO / "configs" / "demo.py"), "demo"))
+    assert jax.devices()[0].platform == "cpu" and cpu.attention.impl == "xla_blocks"
+    # the plain formulation's (B, H, T, T) float32 scores, one product for all query rows
+    assert f"tensor<{BATCH}x{gpu.config.model.n_head}x{SEQ}x{SEQ}xf32>" in _train_text(gpu)
