@@ -157,3 +157,17 @@ def test_float32_attention_kernel_follows_the_platform(monkeypatch):
     assert jax.devices()[0].platform == "cpu" and cpu.attention.impl == "xla_blocks"
     # the plain formulation's (B, H, T, T) float32 scores, one product for all query rows
     assert f"tensor<{BATCH}x{gpu.config.model.n_head}x{SEQ}x{SEQ}xf32>" in _train_text(gpu)
+
+
+def test_best_on_a_gpu_points_to_best_fused(monkeypatch):
+    """best.py where cuDNN could run: one line names best_fused.py; best_fused.py itself and a
+    CPU run get none."""
+    from minillm_jax.model.attention import fused_config_advice
+
+    best = _run("best", True, monkeypatch)
+    advice = fused_config_advice(best.attention, best.config.model.attention_dropout)
+    assert advice is not None and "\n" not in advice and "configs/best_fused.py" in advice
+    fused = _run("best_fused", True, monkeypatch)
+    assert fused_config_advice(fused.attention, fused.config.model.attention_dropout) is None
+    cpu = build_run(build_config(load_config(REPO / "configs" / "best.py"), "best"))
+    assert fused_config_advice(cpu.attention, cpu.config.model.attention_dropout) is None

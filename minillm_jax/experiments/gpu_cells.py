@@ -177,6 +177,14 @@ def _time_cell(cell: dict[str, Any], steps: int, peak: float | None) -> dict[str
     fpt = mfu.model_flops_per_token(run.abstract_state.params, run.config.model)
     tps = tokens_per_step / step_s
     stats = jax.devices()[0].memory_stats()
+    if jax.devices()[0].platform == "gpu":  # the roofline's prediction for this very program
+        from minillm_jax.experiments.aot.report import predict_compiled
+
+        predicted = predict_compiled(compiled.as_text(), jax.devices()[0].device_kind,
+                                     tokens_per_step, fpt, jax.device_count())
+        if predicted:
+            result.update(predicted, measured_over_predicted=1000 * step_s /
+                          predicted["predicted_step_ms"])
     result.update(
         status="ok", step_ms=1000 * step_s, tokens_per_s=tps, tokens_per_step=tokens_per_step,
         flops_per_token=fpt, devices=jax.device_count(),

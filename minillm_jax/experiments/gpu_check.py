@@ -224,6 +224,14 @@ def _mfu(r: dict[str, Any]) -> str:
     return "MFU n/a" if r.get("mfu") is None else f"MFU {r['mfu']:.1%}"
 
 
+def _predicted(result: dict[str, Any]) -> str:
+    """The roofline's predicted step (minillm_jax/experiments/aot) and measured / predicted."""
+    if result.get("predicted_step_ms") is None:
+        return "n/a"
+    return (f"{result['predicted_step_ms']:.1f} "
+            f"({result['measured_over_predicted']:.2f}x)")
+
+
 def markdown(report: dict[str, Any]) -> str:
     env = report["environment"]
     versions = env.get("versions", {})
@@ -237,9 +245,9 @@ def markdown(report: dict[str, Any]) -> str:
                                       f"n/a ({env['peak_source']}): MFU n/a"))
                   + (f"; measured bf16 matmul {env['matmul_tflops']:.0f} TFLOP/s"
                      if env.get("matmul_tflops") else ""), ""]
-    lines += ["| cell | attention | compile s | step ms | tokens/s | MFU | peak memory GiB "
-              "| XLA estimate GiB | cuDNN in HLO | status |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
+    lines += ["| cell | attention | compile s | step ms | predicted ms (ratio) | tokens/s | MFU "
+              "| peak memory GiB | XLA estimate GiB | cuDNN in HLO | status |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     gap = None
     for cell in report["cells"]:
         r = cell["result"]
@@ -257,6 +265,7 @@ def markdown(report: dict[str, Any]) -> str:
         memory = (num("peak_memory_gib", "{:.2f}") or ("n/a" if ok else ""))
         lines.append(f"| {cell['name']} | {r.get('attention_used', '')} | "
                      f"{num('compile_s', '{:.0f}')} | {num('step_ms', '{:.1f}')} | "
+                     f"{_predicted(r) if ok else ''} | "
                      f"{num('tokens_per_s', '{:,.0f}')} | "
                      f"{(_mfu(r)[4:] if ok else '')} | {memory} | "
                      f"{num('xla_estimate_gib', '{:.2f}')} | {num('cudnn_in_hlo', '{}')} | "

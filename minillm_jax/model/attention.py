@@ -103,6 +103,19 @@ def choose_attention(requested: str, *, platform: str, device_kind: str, compute
                                     f"{compute_dtype}" + dropout_note)
 
 
+def fused_config_advice(choice: AttentionChoice, attention_dropout: float) -> str | None:
+    """The one line a run with attention-probability dropout gets where cuDNN fused attention
+    could run (best.py on a GPU): training stays on the XLA path, and best_fused.py, the same
+    recipe without that one regulariser, is predicted much faster by the GPU compiler's own
+    program (docs/performance.md "The GPU step, compiled without a GPU")."""
+    if choice.impl != "cudnn" or attention_dropout <= 0:
+        return None
+    return (f"note: attention dropout {attention_dropout} keeps training attention on the XLA "
+            "path; configs/best_fused.py (the same recipe without attention-probability dropout, "
+            "cuDNN fused attention) is predicted 2.4x faster per step on an H100 and 2.0x on an "
+            "A100 (python tools/gpu_aot.py; docs/performance.md)")
+
+
 def causal_attention(q: Array, k: Array, v: Array, *, dropout_rate: float,
                      dropout_rng: Array | None, implementation: str) -> Array:
     """Causal softmax attention over (B, T, nh, hs), with dropout on the probabilities when a

@@ -18,6 +18,7 @@ from minillm_jax.train import distributed
 from minillm_jax.train import memory
 from minillm_jax.train import rundir
 from minillm_jax.train.budget import TimeBudget
+from minillm_jax.model.attention import fused_config_advice
 from minillm_jax.train.build import Run, build_run, enable_compilation_cache
 from minillm_jax.config import TrainConfig, build_config
 from minillm_jax.train.evaluator import Evaluator
@@ -83,6 +84,9 @@ def _train(run: Run, loader: Any, session_start: float, name: str) -> dict[str, 
         f"{dict(run.mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} device(s)")
     log(f"compute dtype: {config.execution.compute_dtype} ({run.compute_dtype_reason})")
     log(f"attention: {run.attention.impl} ({run.attention.reason})")
+    advice = fused_config_advice(run.attention, config.model.attention_dropout)
+    if advice:
+        log(advice)
 
     cache = enable_compilation_cache(config.execution.compilation_cache)
     t0 = clock()

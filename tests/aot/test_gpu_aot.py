@@ -73,7 +73,10 @@ def test_one_fused_attention_forward_per_layer_under_save_named(best_fused_h100)
     """remat=save_named keeps cuDNN's output and softmax statistics: the backward pass does not
     run the fused forward again (remat=save_dots does: two per layer)."""
     step, report = best_fused_h100
-    attention = {k["detail"]: k["count"] for k in report["kernels"] if k["kind"] == "attention"}
+    attention: dict[str, int] = {}
+    for k in report["kernels"]:
+        if k["kind"] == "attention":
+            attention[k["detail"]] = attention.get(k["detail"], 0) + k["count"]
     n_layer = step.run.config.model.n_layer
     assert attention == {"__cudnn$fmhaSoftmax": n_layer, "__cudnn$fmhaSoftmaxBackward": n_layer}
 
@@ -209,3 +212,29 @@ def test_unknown_target_is_one_line(capsys):
                          "--target", "v100"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "a100-40" in err and "h100" in err
+
+
+def test_gpu_check_calibration_predicts_the_compiled_program():
+    """gpu_check's child predicts the very program it times (predict_compiled on its HLO): the
+    same number the command gives for that program, and none for a GPU with no target."""
+    from minillm_jax.experiments.aot.report import analyse, predict_compiled
+
+    target = targets.load_target("h100")
+    step = targets.compile_train_step(_tiny(batch_size=8), target)
+    report = analyse(step, target, 1, "tiny")
+    predicted = predict_compiled(step.compiled.as_text(), target.device_kind,
+                                 report["tokens_per_step"], report["flops_per_token"])
+    assert predicted["predicted_step_ms"] == pytest.approx(1e3 * report["predicted_step_s"])
+    assert predicted["predicted_mfu"] == pytest.approx(report["predicted_mfu"])
+    assert predict_compiled(step.compiled.as_text(), "NVIDIA GeForce GTX 1080", 1, 1.0) is None
+
+
+def test_gpu_check_report_shows_prediction_beside_measurement():
+    from minillm_jax.experiments.gpu_check import markdown
+
+    cell = {"name": "best_fused.py as configured",
+            "result": {"status": "ok", "step_ms": 120.0, "predicted_step_ms": 96.0,
+                       "measured_over_predicted": 1.25, "tokens_per_s": 1.0, "compile_s": 1.0}}
+    text = markdown({"environment": {"device": "NVIDIA H100 80GB HBM3", "devices": 1,
+                                     "platform": "gpu"}, "cells": [cell]})
+    assert "| 120.0 | 96.0 (1.25x) |" in text

@@ -186,3 +186,28 @@ def _table_rows(table: dict[str, dict[str, float | None]]) -> list[str]:
     rows = sorted(table.items(), key=lambda item: -(item[1]["seconds"] or 0.0))
     return [f"| {name} | {v['count']:.0f} | {_ms(v['seconds'])} | {(v['flops'] or 0) / 1e9:,.1f} "
             f"| {(v['bytes'] or 0) / 1e9:,.2f} |" for name, v in rows]
+
+
+def target_for_kind(device_kind: str) -> GpuTarget | None:
+    """The shipped target whose device is `device_kind` (its bandwidth for the time model)."""
+    from minillm_jax.experiments.aot.targets import load_target, target_names
+
+    for name in target_names():
+        target = load_target(name)
+        if target.device_kind == device_kind:
+            return target
+    return None
+
+
+def predict_compiled(hlo_text: str, device_kind: str, tokens_per_step: int,
+                     flops_per_token: float, n_devices: int = 1) -> dict[str, float] | None:
+    """The roofline prediction for a step compiled on a real GPU (gpu_check's calibration: its
+    measured step time beside this), or None for a device with no shipped target."""
+    target = target_for_kind(device_kind)
+    if target is None or target.peak_flops is None:
+        return None
+    prediction = predict(parse_kernels(hlo_text), target_peaks(target), n_devices=n_devices)
+    tokens_per_s = tokens_per_step / prediction.step_s
+    return {"predicted_step_ms": 1e3 * prediction.step_s,
+            "predicted_tokens_per_s": tokens_per_s,
+            "predicted_mfu": mfu(tokens_per_s, flops_per_token, target.peak_flops, n_devices)}
