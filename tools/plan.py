@@ -2,6 +2,7 @@
 
     python tools/plan.py --accelerator a100 --hours 3 [--mfu 0.4 | --measure configs/X.py]
     python tools/plan.py --peak-tflops 500 --devices 8 --hours 24 --mfu 0.45
+    python tools/plan.py --hours 3 --measure-aot configs/best_fused.py --target h100
 """
 
 import sys

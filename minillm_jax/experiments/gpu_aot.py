@@ -28,9 +28,12 @@ import argparse
 import json
 import os
 import sys
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from minillm_jax import deps
+
+if TYPE_CHECKING:
+    from minillm_jax.experiments.aot.targets import GpuTarget
 
 
 def largest_fitting(fits: Callable[[int], bool], step: int, start: int) -> int | None:
@@ -58,9 +61,23 @@ def _data_parallel(config: Any, n_devices: int) -> int:
     return max(data * fsdp, 1)
 
 
+def predict_config(config: Any, name: str, target: GpuTarget, n_devices: int = 1,
+                   ) -> dict[str, Any]:
+    """report.analyse() of `config`'s train step compiled for `n_devices` GPUs of `target`: its
+    memory, whether it fits, and the roofline prediction. One function, so that the planner's
+    --measure-aot predicts exactly what this tool reports."""
+    from minillm_jax.config import build_config
+    from minillm_jax.experiments.aot.report import analyse
+    from minillm_jax.experiments.aot.targets import compile_train_step
+
+    config.compilation_cache = "off"  # nothing to cache: this step never runs here
+    step = compile_train_step(build_config(config, name), target, n_devices)
+    return analyse(step, target, n_devices, name)
+
+
 def run(args: argparse.Namespace, config: Any, name: str) -> int:
     from minillm_jax.config import build_config
-    from minillm_jax.experiments.aot.report import analyse, markdown, memory
+    from minillm_jax.experiments.aot.report import markdown, memory
     from minillm_jax.experiments.aot.targets import compile_train_step, load_target
 
     target = load_target(args.target, args.target_config)
@@ -85,8 +102,7 @@ def run(args: argparse.Namespace, config: Any, name: str) -> int:
                   f"({target.usable_bytes / 2**30:.1f} GiB usable)", file=sys.stderr)
             return 1
         config.batch_size = best
-    step_compiled = compile_train_step(build_config(config, name), target, args.devices)
-    report = analyse(step_compiled, target, args.devices, name)
+    report = predict_config(config, name, target, args.devices)
     if best is not None:
         report["max_batch"] = best
     text = markdown(report)
@@ -121,16 +137,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--devices {args.devices}: must be at least 1")
     if args.json:
         args.json = os.path.abspath(args.json)
-    from minillm_jax.experiments.aot.targets import PLUGIN_HINT, cuda_plugin_missing
+    from minillm_jax.experiments.aot.targets import (PLUGIN_HINT, compile_on_host,
+                                                     cuda_plugin_missing)
 
     if cuda_plugin_missing():
         print(f"error: {PLUGIN_HINT}", file=sys.stderr)
         return 2
-    import jax
-
-    if not os.environ.get("JAX_PLATFORMS"):
-        # the host's devices are not used; this keeps the CUDA plugin from looking for a GPU
-        jax.config.update("jax_platforms", "cpu")
+    compile_on_host()
     from minillm_jax.config import ConfigError
 
     return run_command(lambda: run(args, config, name), (ConfigError,))

@@ -1,11 +1,14 @@
 """Compute-budget planner: from accelerator-hours to a compute-optimal model and its config.
 
     python -m minillm_jax.experiments.planner --accelerator a100 --hours 3 [--mfu 0.4 | --measure configs/X.py]
+    python -m minillm_jax.experiments.planner --hours 3 --measure-aot configs/X.py --target h100
     python tools/plan.py ...   (the same)
 
 Budget. C = peak FLOP/s x devices x hours x 3600 x MFU, with the dense bf16 peaks of
 minillm_jax.train.mfu (the one table of peaks, by exact device kind; --accelerator takes its short
-names) or --peak-tflops.
+names) or --peak-tflops. The MFU is assumed (--mfu), measured on this machine (--measure), or
+predicted for a GPU target (--measure-aot: gpu_aot compiles the config's step for that GPU and its
+roofline model predicts tokens/s; then C = predicted tokens/s x FLOPs/token x seconds).
 
 Allocation (Hoffmann et al. 2022, "Training Compute-Optimal Large Language Models"):
   * the 20-tokens-per-parameter rule with C = 6 N D:  N = sqrt(C / 120),  D = 20 N;
@@ -306,7 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "(Chinchilla).")
     parser.add_argument("--accelerator", default="",
                         help=f"one of {', '.join(accelerator_names())} (bf16 dense peak); "
-                             "with --measure, default: the current device")
+                             "with --measure, default: the current device; with "
+                             "--measure-aot, the target's")
     parser.add_argument("--peak-tflops", type=float, default=0.0,
                         help="peak TFLOP/s per device (instead of --accelerator)")
     parser.add_argument("--devices", type=int, default=1, help="number of accelerators")
@@ -316,6 +320,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="model FLOPs utilisation in (0, 1], e.g. 0.4 (default 1.0)")
     group.add_argument("--measure", default="", metavar="CONFIG",
                        help="measure MFU by benchmarking this config file on the current device")
+    group.add_argument("--measure-aot", default="", metavar="CONFIG",
+                       help="predict MFU: compile this config file for --target's GPU (no GPU "
+                            "needed; tools/gpu_aot.py) and use its roofline tokens/s")
+    parser.add_argument("--target", default="",
+                        help="the GPU for --measure-aot: a100-40, a100-80, h100, h200 or l4; "
+                             "its device kind sets the peak")
     parser.add_argument("--measure-steps", type=int, default=3, help="timed steps for --measure")
     parser.add_argument("--model", default="llama", choices=("llama", "gpt"),
                         help="architecture of the proposed configs")
@@ -340,7 +350,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.hours <= 0 or args.devices <= 0:
         parser.error("--hours and --devices must be positive")
     mfu, mfu_source, peak, peak_name = args.mfu, "", 0.0, ""
-    if args.peak_tflops > 0:
+    if args.target and not args.measure_aot:
+        parser.error("--target goes with --measure-aot CONFIG")
+    if args.measure_aot:
+        from minillm_jax.experiments import planner_aot
+
+        try:
+            accelerator = normalise_accelerator(args.accelerator) if args.accelerator else ""
+        except PlanError as err:
+            parser.error(str(err))
+        try:
+            prediction = planner_aot.predict(args.measure_aot, args.target, args.devices,
+                                             accelerator=accelerator,
+                                             peak_tflops=args.peak_tflops)
+        except planner_aot.PredictionError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return err.status
+        print("\n".join(prediction.lines(args.hours)) + "\n")
+        mfu, peak, peak_name = prediction.mfu, prediction.peak, prediction.peak_name
+        mfu_source = prediction.source
+    elif args.peak_tflops > 0:
         peak, peak_name = args.peak_tflops * 1e12, "custom"
     elif args.accelerator:
         try:
@@ -349,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(str(err))
     elif not args.measure:
         parser.error("pass --accelerator NAME or --peak-tflops T (or --measure CONFIG to use the "
-                     "current device)")
+                     "current device, or --measure-aot CONFIG --target GPU)")
     if args.measure:
         import jax
 

@@ -105,6 +105,16 @@ def cuda_plugin_missing() -> bool:
                                 "jax_plugins.xla_cuda13"))
 
 
+def compile_on_host() -> None:
+    """Keeps JAX on the host CPU (unless JAX_PLATFORMS says otherwise), so that the CUDA plugin
+    registers for compile-only use instead of failing to find a GPU. Call before JAX's first
+    backend use: the plugin is set up once per process."""
+    import jax
+
+    if not os.environ.get("JAX_PLATFORMS"):
+        jax.config.update("jax_platforms", "cpu")
+
+
 def topology_devices(target: GpuTarget, n_devices: int = 1) -> tuple[Any, ...]:
     """`n_devices` compile-only devices of `target` (one host, e.g. an 8-GPU node)."""
     from jax.experimental import topologies
