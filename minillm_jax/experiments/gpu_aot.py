@@ -107,8 +107,8 @@ def run(args: argparse.Namespace, config: Any, name: str) -> int:
         report["max_batch"] = best
     text = markdown(report)
     if best is not None:
-        text += (f"\nLargest global batch that fits: {best} (batch {best + _data_parallel(config, args.devices)} "
-                 "does not).\n")
+        above = best + _data_parallel(config, args.devices)
+        text += f"\nLargest global batch that fits: {best} (batch {above} does not).\n"
     print(text, end="")
     if args.json:
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
@@ -121,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     deps.require()
     from minillm_jax.config.cli import parse_config_args, run_command
 
-    parser = argparse.ArgumentParser(prog="python tools/gpu_aot.py",
+    parser = argparse.ArgumentParser(prog="python -m minillm_jax.experiments.gpu_aot",
                                      description=__doc__.strip().splitlines()[0])
     parser.add_argument("--target", default="h100",
                         help="a shipped GPU: a100-40, a100-80, h100, h200, l4 (default h100)")
