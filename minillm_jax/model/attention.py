@@ -112,7 +112,7 @@ def fused_config_advice(choice: AttentionChoice, attention_dropout: float) -> st
         return None
     return (f"note: attention dropout {attention_dropout} keeps training attention on the XLA "
             "path; configs/best_fused.py (the same recipe without attention-probability dropout, "
-            "cuDNN fused attention) is predicted 2.4x faster per step on an H100 and 2.0x on an "
+            "cuDNN fused attention) is predicted 2.4x faster per step on an H100 and 2.2x on an "
             "A100 (python tools/gpu_aot.py; docs/performance.md)")
 
 

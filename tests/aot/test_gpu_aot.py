@@ -238,3 +238,23 @@ def test_gpu_check_report_shows_prediction_beside_measurement():
     text = markdown({"environment": {"device": "NVIDIA H100 80GB HBM3", "devices": 1,
                                      "platform": "gpu"}, "cells": [cell]})
     assert "| 120.0 | 96.0 (1.25x) |" in text
+
+
+def test_muon_newton_schulz_gemms_are_in_the_kernel_list():
+    """modern.py's Muon orthogonalises each matrix's update with Newton-Schulz iterations: bf16
+    GEMMs of the optimizer, outside the layer loops, listed with the step's kernels."""
+    from minillm_jax.experiments.aot.report import analyse
+
+    target = targets.load_target("h100")
+    step = targets.compile_train_step(_config("modern", n_layer=2, batch_size=2,
+                                              sequence_length=128), target)
+    report = analyse(step, target, 1, "modern")
+    optimizer = [k for k in report["kernels"]
+                 if k["kind"] == "gemm" and k["region"] == "optimizer and rest"]
+    assert len(optimizer) >= 3 * 5  # a few products per iteration, 5 iterations
+    assert all(k["operand_dtypes"] == ["bf16", "bf16"] for k in optimizer)
+    without_muon = analyse(targets.compile_train_step(_config(
+        "modern", n_layer=2, batch_size=2, sequence_length=128, opt="adamw"), target),
+        target, 1, "modern")
+    assert not [k for k in without_muon["kernels"]
+                if k["kind"] == "gemm" and k["region"] == "optimizer and rest"]
