@@ -1,6 +1,6 @@
 """The accelerator acceptance check: its CPU subset run from another directory, a kill partway,
-a hanging cell killed by --budget-s, the exit verdict, the budget (with a fake clock), cuDNN
-detection on HLO that has the custom call, and the loss-gap bound."""
+a hanging cell killed by --budget-s, its own compilation cache, the exit verdict, the budget
+(with a fake clock), cuDNN detection on HLO that has the custom call, and the loss-gap bound."""
 
 import json
 import os
@@ -54,9 +54,6 @@ def test_cpu_subset_from_another_directory_reports_cells_and_loss_gap(tmp_path,
     out = tmp_path / "check"
     assert sorted(p.name for p in (out / "logs").glob("*.result.json")) == [
         "cell1.result.json", "cell3.result.json"]
-    # compiled into its own cache (the cell's step and the loss gap's two), never the user's
-    assert len(list((out / "xla_cache").glob("jit_step-*"))) == 3
-    assert not (tmp_path / "user_cache").exists()
     report = json.loads((out / "gpu_check.json").read_text())
     env = report["environment"]
     assert env["platform"] == "cpu" and env["peak_flops"] > 0
@@ -82,11 +79,34 @@ def test_cpu_subset_from_another_directory_reports_cells_and_loss_gap(tmp_path,
     # rounding (a bf16 run silently in float32 would give a gap of 0, within any bound)
     for f32, bf16 in zip(gap["losses_f32"], gap["losses_bf16"], strict=True):
         assert abs(bf16 - f32) > 16 * 2**-23 * f32, (gap["losses_f32"], gap["losses_bf16"])
+    # compiled into its own cache (the cell's step and the loss gap's two), never the user's
+    assert len(list((out / "xla_cache").glob("jit_step-*"))) == 3
+    assert not (tmp_path / "user_cache").exists()
     assert report["verdict"] == {"passed": True, "reason": "2 of 2 cells ok"}
     table = (out / "gpu_check.md").read_text()
     assert "| best_fused.py reduced | xla |" in table and "bf16 vs float32" in table
     assert table in proc.stdout  # the table is also printed
     assert proc.stdout.strip().splitlines()[-1] == "gpu_check: PASS: 2 of 2 cells ok"
+
+
+AUTOTUNE_DIR = """
+import sys
+from jax._src import compiler
+from minillm_jax.experiments.gpu_cells import _set_cache
+_set_cache(sys.argv[1])
+options = compiler.get_compile_options(num_replicas=1, num_partitions=1)
+print(options.executable_build_options.debug_options.xla_gpu_per_fusion_autotune_cache_dir)
+"""
+
+
+def test_the_checks_cache_holds_xla_autotuning_results_too(tmp_path):
+    """The cells' compile options (what a GPU compile would use) put XLA's per-fusion autotune
+    cache under the check's compilation cache, as the docstring says."""
+    cache = tmp_path / "check" / "xla_cache"
+    proc = subprocess.run([sys.executable, "-c", AUTOTUNE_DIR, str(cache)], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == str(cache / "xla_gpu_per_fusion_autotune_cache_dir")
 
 
 def test_killed_partway_keeps_environment_and_finished_cells(tmp_path):
