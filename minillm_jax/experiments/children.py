@@ -11,8 +11,7 @@ from pathlib import Path
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the directory holding minillm_jax/
 
 
-def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """os.environ (plus `extra`) with this minillm_jax's root first on PYTHONPATH."""
+def child_env() -> dict[str, str]:
+    """os.environ with this minillm_jax's root first on PYTHONPATH."""
     rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
-    return {**os.environ, **(extra or {}),
-            "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT)] + rest)}
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(PACKAGE_ROOT)] + rest)}

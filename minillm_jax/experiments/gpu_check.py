@@ -161,8 +161,10 @@ def run_check(out: str, budget_s: float, steps: int, gap_steps: int, cache: str 
     started = time.monotonic()
     out = os.path.abspath(out)  # the caller's directory, for the children too
     os.makedirs(out, exist_ok=True)
-    cache = (cache if cache == "off" else os.path.abspath(cache)) if cache else os.path.join(
-        out, "xla_cache")
+    if not cache:
+        cache = os.path.join(out, "xla_cache")
+    elif cache != "off":
+        cache = os.path.abspath(cache)
     report: dict[str, Any] = {
         "status": "probing the environment", "budget_s": budget_s, "steps": steps,
         "environment": {"python": platform.python_version(), "host": platform.node(),
