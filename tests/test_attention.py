@@ -1,6 +1,8 @@
 """Attention kernels: the choice per device (and the cuDNN probe), the XLA and rematerialised
 dropout paths against independent formulations, dropout masks, bf16 vs float32, CUDA lowering."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -125,11 +127,26 @@ def test_xla_attention_matches_an_independent_formulation():
         np.testing.assert_allclose(got.astype(jnp.float32), want, rtol=tol, atol=tol)
 
 
-@pytest.mark.parametrize("t,n_blocks", [(64, 4), (96, 4), (80, 3), (48, 4)])
-def test_attention_by_blocks_matches_the_full_product(t, n_blocks):
+def _product_shapes(fn, *args):
+    """Result shapes of the dot_generals in fn's lowered StableHLO, sorted."""
+    text = jax.jit(fn).lower(*args).as_text()
+    shapes = re.findall(r"stablehlo\.dot_general.*-> tensor<([0-9x]+)xf32>", text)
+    return sorted(tuple(int(n) for n in shape.split("x")) for shape in shapes)
+
+
+@pytest.mark.parametrize("t,n_blocks,blocks", [(64, 4, 4), (96, 4, 4), (96, 3, 3), (80, 3, 1),
+                                               (48, 4, 1)])
+def test_attention_by_blocks_matches_the_full_product(t, n_blocks, blocks):
     """Query blocks against the keys up to their last row: values and gradients equal the full
-    masked product's, for 4 blocks, 3 blocks, and lengths that fall back to one block."""
+    masked product's, for 4 blocks, 3 blocks, and lengths that fall back to one block (80,
+    which 3 does not divide; 48, under 64). Block i of `blocks` multiplies its rows with the
+    first i + 1 key blocks only: the key blocks above the diagonal are never multiplied."""
     q, k, v = _qkv((2, t, 4, 16), seed=4)
+    rows = t // blocks
+    scores = [(2, 4, rows, (i + 1) * rows) for i in range(blocks)]
+    values = [(2, 4, rows, 16)] * blocks
+    assert _product_shapes(lambda q, k, v: causal_attention_by_blocks(q, k, v, n_blocks),
+                           q, k, v) == sorted(scores + values)
     weights = jax.random.normal(jax.random.key(9), (2, t, 4, 16))  # a cotangent, not ones
 
     def loss(fn):

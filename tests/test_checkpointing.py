@@ -376,25 +376,61 @@ def test_checkpoint_without_checksums_restores_with_a_warning(tmp_path):
     assert_bitwise(state, states[5])
 
 
+def _fake_other_process(monkeypatch, tmp_path, other_code_on_10):
+    """Stands in for the allgather of restore decisions: another process reports
+    `other_code_on_10` for the first step tried (10) and agrees otherwise. Records, in order,
+    each decision (with whether checkpoint 10 was still in place then) and each checksum
+    verification, so a test sees what happened before the decision."""
+    from minillm_jax.train import distributed, run_checkpoints
+
+    events = []
+
+    def all_max(code):
+        in_place = os.path.isdir(os.path.join(tmp_path, "checkpoints", "10"))
+        events.append(("decide", code, in_place))
+        return max(code, other_code_on_10) if len(events) == 1 else code
+
+    real_verify = run_checkpoints.verify_state
+
+    def verify_state(restored, abstract_state, step, path):
+        events.append(("verify", step))
+        return real_verify(restored, abstract_state, step, path)
+
+    monkeypatch.setattr(distributed, "all_max", all_max)
+    monkeypatch.setattr(run_checkpoints, "verify_state", verify_state)
+    return events
+
+
 def test_processes_agree_on_the_step_before_anything_is_moved(tmp_path, monkeypatch):
     """Another process could not read step 10 (this one could): every process must take the
-    same decision, so this one skips step 10 as well. all_max stands in for the allgather."""
-    from minillm_jax.train import distributed
-
+    same decision, so this one skips step 10 as well, without comparing its checksums, and
+    moves it aside only after the decision on step 5."""
     states = save_toy(tmp_path, [5, 10])
-    decisions = []
-
-    def other_process_failed_on_10(code):
-        decisions.append(code)
-        return 1 if len(decisions) == 1 else code  # the first step tried: 10
-
-    monkeypatch.setattr(distributed, "all_max", other_process_failed_on_10)
+    events = _fake_other_process(monkeypatch, tmp_path, other_code_on_10=1)
     ckpts = RunCheckpoints(str(tmp_path))
     with pytest.warns(CheckpointWarning, match="unreadable on another process"):
         restored = ckpts.restore_newest(abstract(states[5]), TOY_CONFIG)
-    assert restored.step == 5 and decisions == [0, 0]  # this process read both
+    assert restored.step == 5
     assert_bitwise(restored.state, states[5])
+    # this process read both; step 10 was in place at both decisions and never verified
+    assert events == [("decide", 0, True), ("decide", 0, True), ("verify", 5)]
     assert ckpts.steps() == [5]  # step 10 set aside once everyone agreed
+    assert os.listdir(os.path.join(tmp_path, "checkpoints_unreadable"))[0].startswith("10-")
+    ckpts.close()
+
+
+def test_another_process_reporting_another_model_stops_every_process(tmp_path, monkeypatch):
+    """Another process found step 10 saved for another model (this one read it): this process
+    stops too, with the same kind of error, and nothing is moved or verified."""
+    states = save_toy(tmp_path, [5, 10])
+    events = _fake_other_process(monkeypatch, tmp_path, other_code_on_10=2)
+    ckpts = RunCheckpoints(str(tmp_path))
+    with pytest.raises(CheckpointError, match="checkpoints/10 was saved for another model "
+                       "\\(reported by another process\\)"):
+        ckpts.restore_newest(abstract(states[5]), TOY_CONFIG)
+    assert events == [("decide", 0, True)]
+    assert ckpts.steps() == [5, 10]
+    assert not os.path.exists(os.path.join(tmp_path, "checkpoints_unreadable"))
     ckpts.close()
 
 

@@ -1,4 +1,5 @@
-"""The accelerator acceptance check: its CPU subset, a kill partway, the exit verdict, the budget
+"""The accelerator acceptance check: its CPU subset run from another directory, a kill partway,
+a hanging cell killed by --budget-s, its own compilation cache, the exit verdict, the budget
 (with a fake clock), cuDNN detection on HLO that has the custom call, and the loss-gap bound."""
 
 import json
@@ -18,10 +19,10 @@ ENV = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
 NO_BUDGET = ["--budget-s", "100000"]  # never skips: the budget is tested with a fake clock
 
 
-def _check(out, *args, **kwargs):
-    return subprocess.run([sys.executable, "tools/gpu_check.py", "--out", str(out), *args],
-                          cwd=REPO, env=ENV, capture_output=True, text=True, timeout=900,
-                          **kwargs)
+def _check(out, *args, cwd=REPO, env=ENV, **kwargs):
+    return subprocess.run([sys.executable, str(REPO / "tools" / "gpu_check.py"), "--out",
+                           str(out), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=900, **kwargs)
 
 
 def _independent_flops_per_token(cell_config):
@@ -39,10 +40,20 @@ def _independent_flops_per_token(cell_config):
     return 6 * n + 6 * m.n_layer * c * m.sequence_length
 
 
-def test_cpu_subset_reports_cells_and_loss_gap(tmp_path, shakespeare_dir):
-    out = tmp_path / "check"
-    proc = _check(out, "--cells", "1,3", "--steps", "1", "--gap-steps", "3", *NO_BUDGET)
+def test_cpu_subset_from_another_directory_reports_cells_and_loss_gap(tmp_path,
+                                                                     shakespeare_dir):
+    """Run from a directory that is not the repository's, with a relative --out: the report,
+    the children's results and the compilation cache all land under the caller's directory."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "shakespeare").symlink_to(shakespeare_dir)  # the demo corpus, relative
+    env = {**ENV, "XDG_CACHE_HOME": str(tmp_path / "user_cache"),  # the training runs' cache
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # cache even quick CPU compiles
+    proc = _check("check", "--cells", "1,3", "--steps", "1", "--gap-steps", "3", *NO_BUDGET,
+                  cwd=tmp_path, env=env)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    out = tmp_path / "check"
+    assert sorted(p.name for p in (out / "logs").glob("*.result.json")) == [
+        "cell1.result.json", "cell3.result.json"]
     report = json.loads((out / "gpu_check.json").read_text())
     env = report["environment"]
     assert env["platform"] == "cpu" and env["peak_flops"] > 0
@@ -64,11 +75,38 @@ def test_cpu_subset_reports_cells_and_loss_gap(tmp_path, shakespeare_dir):
     assert gap["status"] == "ok" and gap["steps"] == 3 and gap["decrease"] > 0
     assert gap["bound"] == pytest.approx(3 * 2**-8 * gap["decrease"])
     assert gap["within_bound"] and gap["gap"] <= gap["bound"]
+    # the bf16 run really ran in bf16: every loss differs from float32's by more than float32
+    # rounding (a bf16 run silently in float32 would give a gap of 0, within any bound)
+    for f32, bf16 in zip(gap["losses_f32"], gap["losses_bf16"], strict=True):
+        assert abs(bf16 - f32) > 16 * 2**-23 * f32, (gap["losses_f32"], gap["losses_bf16"])
+    # compiled into its own cache (the cell's step and the loss gap's two), never the user's
+    assert len(list((out / "xla_cache").glob("jit_step-*"))) == 3
+    assert not (tmp_path / "user_cache").exists()
     assert report["verdict"] == {"passed": True, "reason": "2 of 2 cells ok"}
     table = (out / "gpu_check.md").read_text()
     assert "| best_fused.py reduced | xla |" in table and "bf16 vs float32" in table
     assert table in proc.stdout  # the table is also printed
     assert proc.stdout.strip().splitlines()[-1] == "gpu_check: PASS: 2 of 2 cells ok"
+
+
+AUTOTUNE_DIR = """
+import sys
+from jax._src import compiler
+from minillm_jax.experiments.gpu_cells import _set_cache
+_set_cache(sys.argv[1])
+options = compiler.get_compile_options(num_replicas=1, num_partitions=1)
+print(options.executable_build_options.debug_options.xla_gpu_per_fusion_autotune_cache_dir)
+"""
+
+
+def test_the_checks_cache_holds_xla_autotuning_results_too(tmp_path):
+    """The cells' compile options (what a GPU compile would use) put XLA's per-fusion autotune
+    cache under the check's compilation cache, as the docstring says."""
+    cache = tmp_path / "check" / "xla_cache"
+    proc = subprocess.run([sys.executable, "-c", AUTOTUNE_DIR, str(cache)], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.strip() == str(cache / "xla_gpu_per_fusion_autotune_cache_dir")
 
 
 def test_killed_partway_keeps_environment_and_finished_cells(tmp_path):
@@ -101,6 +139,38 @@ def test_killed_partway_keeps_environment_and_finished_cells(tmp_path):
     assert first["status"] == "ok" and first["step_ms"] > 0 and first["tokens_per_s"] > 0
     assert report["cells"][1]["result"]["status"] == "running"
     assert "| best_fused.py reduced | xla |" in (out / "gpu_check.md").read_text()
+
+
+def test_budget_kills_a_hanging_cell_and_its_process(tmp_path):
+    """--budget-s stops a cell that runs past it: the cell's process is killed (none of the
+    check's processes outlives it), the cell is recorded as skipped and the check fails."""
+    budget = 35  # a cell starts with >= MIN_START_S (15 s) left; the rest covers the probe
+    began = time.monotonic()
+    proc = subprocess.Popen(
+        [sys.executable, str(REPO / "tools" / "gpu_check.py"), "--out", str(tmp_path / "check"),
+         "--cells", "1", "--fault", "1:hang", "--budget-s", str(budget)],
+        env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        start_new_session=True)  # its own process group: the check and its cells' processes
+    try:
+        stdout, _ = proc.communicate(timeout=budget + 120)
+    finally:
+        elapsed = time.monotonic() - began
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+            outlived = True
+        except ProcessLookupError:
+            outlived = False
+    assert not outlived, "a process of the check outlived it (the hanging cell was not killed)"
+    assert proc.returncode == 1, stdout[-3000:]
+    report = json.loads((tmp_path / "check" / "gpu_check.json").read_text())
+    result = report["cells"][0]["result"]
+    assert result["status"] == "skipped", result
+    assert result["error"].startswith("did not finish within the budget (stopped after")
+    assert gpu_check.MIN_START_S <= result["wall_s"] < budget
+    assert report["wall_s"] == pytest.approx(budget, abs=5) and elapsed < budget + 20
+    last = stdout.strip().splitlines()[-1]
+    assert last.startswith("gpu_check: FAIL: the first cell (best_fused.py reduced) did not "
+                           "finish: skipped: did not finish within the budget"), last
 
 
 def test_first_cell_failure_exits_nonzero_with_one_line(tmp_path):

@@ -170,6 +170,61 @@ def test_no_save_inside_a_non_finite_streak(tmp_path, shakespeare_dir, world, ca
         config.workdir)
 
 
+def test_no_sigterm_save_inside_a_non_finite_streak(tmp_path, shakespeare_dir, world, capsys):
+    """SIGTERM arrives while steps 9-10 are not finite: the run stops after step 10 without
+    saving it (the state might be ruined), and says which checkpoint is the newest."""
+    import signal
+
+    world["bad"] = {8, 9}  # steps 9 and 10
+    world["on_micro"] = {9: lambda: os.kill(os.getpid(), signal.SIGTERM)}  # reading step 10's
+    config = _config(shakespeare_dir, tmp_path / "run", iterations=20, save_every=5,
+                     nonfinite_rollback_after=3)
+    result = train(config)
+    out = capsys.readouterr().out
+    assert result["interrupted"] == "SIGTERM" and result["step"] == 10
+    assert ("SIGTERM: stopped at step 10/20 without a checkpoint (non-finite steps were going "
+            "on); the newest checkpoint is step 5") in out
+    assert _checkpoint_steps(config.workdir) == [5]
+
+
+def test_no_keep_best_save_inside_a_non_finite_streak(tmp_path, shakespeare_dir, world,
+                                                      capsys):
+    """keep_best saves at every periodic eval (4 and 8 here, no other saves): the one at step
+    8, right after the non-finite steps 7-8, is not made; the streak ends without a rollback."""
+    world["bad"] = {6, 7}  # steps 7 and 8
+    config = _config(shakespeare_dir, tmp_path / "run", iterations=12, eval_freq=4,
+                     keep_best=True, save_every=0, nonfinite_rollback_after=3)
+    result = train(config)
+    out = capsys.readouterr().out
+    assert "step 8: no checkpoint saved" in out and "rolled back" not in out
+    assert result["step"] == 12
+    assert _checkpoint_steps(config.workdir) == [4, 12]  # 12: the final save
+    assert [r["step"] for r in read_metrics(config.workdir) if "val_loss" in r] == [4, 8]
+
+
+def test_run_ending_inside_a_non_finite_streak_rolls_back_before_its_final_save(
+        tmp_path, shakespeare_dir, world, capsys):
+    """Steps 11-12, the last ones, are not finite (2 of the 3 that trigger a rollback): the
+    final checkpoint is not saved from that state; the run rolls back to step 5 (10 had too few
+    finite steps after it), trains steps 6-12 again on the batches after the bad ones and saves
+    that step 12 (and step 10 on the way)."""
+    world["bad"] = {10, 11}  # steps 11 and 12
+    config = _config(shakespeare_dir, tmp_path / "run", iterations=12, save_every=5,
+                     nonfinite_rollback_after=3)
+    result = train(config)
+    out = capsys.readouterr().out
+    assert "rolled back to step 5;" in out
+    assert {"step": 5, "rollback_from_step": 12, "nonfinite_steps": 2} in read_metrics(
+        config.workdir)
+    # the first pass's 10 was moved aside; 10 and 12 are the second pass's, which read
+    # micro-batches 12-18 for steps 6-12 (the streak's own step 12 would sit at 12)
+    assert result["step"] == 12 and _checkpoint_steps(config.workdir) == [5, 10, 12]
+    assert _discarded(config.workdir) == [10]
+    assert _data_position(config.workdir, 10) == 17
+    assert _data_position(config.workdir, 12) == 19
+    assert rundir.read_good_step(config.workdir) == 12  # its final evaluation was finite
+
+
 def _record_savers(monkeypatch) -> list[RunCheckpoints]:
     """Every RunCheckpoints the run creates, in order: a test waits on the live one's pending
     save before touching its files."""
@@ -219,6 +274,76 @@ def test_rollback_past_an_unreadable_checkpoint_records_the_step_restored(tmp_pa
     assert steps == list(range(1, 21))  # each step logged once
     assert result["step"] == 20
     assert rundir.read_good_step(config.workdir) == 20
+
+
+def _killed_with_unconfirmed_checkpoints(shakespeare_dir, workdir, world, monkeypatch):
+    """Saves at steps 4, 8 and 12 (one skipped step before 4, one at step 10), killed while
+    taking step 15: 4 is the last known good checkpoint (3 finite steps followed it), 8 never
+    became good (step 10 was not finite) and 12 was not yet confirmed (2 finite steps after)."""
+    savers = _record_savers(monkeypatch)
+    config = _config(shakespeare_dir, workdir, iterations=16, save_every=4, keep=0,
+                     nonfinite_rollback_after=3)
+    world["bad"] = {2, 9}  # steps 3 and 10
+    world["die_at"] = 14
+    world["on_micro"] = {14: lambda: savers[-1].wait()}  # checkpoint 12 is on disk
+    with pytest.raises(Interrupted):
+        train(config)
+    assert _checkpoint_steps(workdir) == [4, 8, 12]
+    assert rundir.read_good_step(str(workdir)) == 4
+
+
+def _discarded(workdir):
+    directory = os.path.join(workdir, "checkpoints_discarded")
+    return sorted(int(d.split("-")[0]) for d in os.listdir(directory)) if os.path.isdir(
+        directory) else []
+
+
+def test_resumed_run_rolls_back_to_the_checkpoint_its_marker_names(tmp_path, shakespeare_dir,
+                                                                   world, capsys, monkeypatch):
+    """A killed run is resumed from checkpoint 12 (the newest) and rolls back soon after: to
+    the step good_checkpoint.json names (4), not to the step it resumed from. Without the
+    marker (a workdir of an older version) the step resumed from is taken as good; a marked
+    step that no longer exists leaves the newest step not after it, here none: the run stops.
+    A rollback resets skipped_steps to the restored checkpoint's count."""
+    import shutil
+
+    killed = tmp_path / "killed"
+    _killed_with_unconfirmed_checkpoints(shakespeare_dir, killed, world, monkeypatch)
+    world["die_at"], world["on_micro"] = None, {}
+    world["bad"] = {12, 13, 14}  # the resumed run's steps 13-15 are not finite: a rollback
+
+    def resume(case):
+        workdir = tmp_path / case
+        shutil.copytree(killed, workdir)
+        config = _config(shakespeare_dir, workdir, iterations=16, save_every=4, keep=0,
+                         nonfinite_rollback_after=3)
+        return workdir, config
+
+    for case, target, skipped in (("kept", 4, 1), ("missing", 12, 2)):
+        workdir, config = resume(case)
+        if case == "missing":
+            os.remove(os.path.join(workdir, rundir.GOOD_FILE))
+        capsys.readouterr()
+        result = train(config)
+        out = capsys.readouterr().out
+        assert "resumed from" in out and out.count("rolled back to step") == 1
+        assert f"rolled back to step {target};" in out, case
+        records = read_metrics(config.workdir)
+        assert {"step": target, "rollback_from_step": 15, "nonfinite_steps": 3} in records
+        after = [r for r in records if "train_loss" in r and r["step"] > target]
+        # the records after the rollback count the restored checkpoint's skips, not the 5
+        # (2 + 3) counted before it
+        assert after[0]["step"] == target + 1 and after[0]["skipped_steps"] == skipped, case
+        assert after[-1]["step"] == 16 and after[-1]["skipped_steps"] == skipped, case
+        assert result["step"] == 16
+        assert _discarded(workdir) == ([8, 12] if case == "kept" else [])
+
+    workdir, config = resume("step gone")
+    shutil.rmtree(os.path.join(workdir, "checkpoints", "4"))
+    with pytest.raises(TrainingError, match=r"no checkpoint to roll back to: stopping \(2 "
+                       r"checkpoint\(s\) saved without enough finite steps"):
+        train(config)
+    assert _checkpoint_steps(workdir) == [] and _discarded(workdir) == [8, 12]
 
 
 @pytest.mark.parametrize("opt,acc_steps", [("adamw", 2), ("sfadamw", 1), ("muon", 1),

@@ -129,11 +129,13 @@ def test_compare_alternates_sides_and_reports_the_median_ratio():
 
 
 def test_bench_compare_runs_both_sides_in_fresh_processes(checkout):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu"}
+    """Run from the checkout's parent directory with PATH relative to it, the tool found by
+    its absolute path: both sides' processes run there too."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, str(REPO / "tools" / "bench.py"), *TINY,
-                          "--compare-llm-baselines", str(checkout), "--pairs", "2", "--steps",
-                          "1", "--warmup", "0"], capture_output=True, text=True, env=env,
-                         cwd=REPO, timeout=300)
+                          "--compare-llm-baselines", checkout.name, "--pairs", "2", "--steps",
+                          "1", "--warmup", "0"], capture_output=True, text=True,
+                         env={**env, "JAX_PLATFORMS": "cpu"}, cwd=checkout.parent, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "pair 2 (theirs first)" in out.stdout
     assert "speed ratio (their step time / ours, median of pairs):" in out.stdout

@@ -44,10 +44,10 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+from minillm_jax.experiments.children import child_env
 from minillm_jax.experiments.gpu_cells import (CUDNN_CALL, GAP, Cell, child, cpu_cells, gpu_cells,
                                    write_atomic)
 
-REPO = Path(__file__).resolve().parents[2]
 MIN_START_S = 15.0  # a cell is not started with less time than this left
 FAULTS = ("raise", "exit", "hang")  # --fault kinds, for tests of the report's durability
 
@@ -112,10 +112,8 @@ def _run_child(task: dict[str, Any], result_path: str, log_path: str,
     """Runs one task in `python -m minillm_jax.experiments.gpu_check --child`; its result, or why not."""
     command = [sys.executable, "-m", "minillm_jax.experiments.gpu_check", "--child", json.dumps(task),
                "--result", result_path]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
-    with open(log_path, "w") as log:
-        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    with open(log_path, "w") as log:  # the caller's directory: relative paths mean the same
+        proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=child_env())
         try:
             code = proc.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -161,8 +159,12 @@ def run_check(out: str, budget_s: float, steps: int, gap_steps: int, cache: str 
               fault: tuple[int, str] | None = None, only: tuple[int, ...] = ()
               ) -> dict[str, Any]:
     started = time.monotonic()
+    out = os.path.abspath(out)  # the caller's directory, for the children too
     os.makedirs(out, exist_ok=True)
-    cache = cache or os.path.join(os.path.abspath(out), "xla_cache")
+    if not cache:
+        cache = os.path.join(out, "xla_cache")
+    elif cache != "off":
+        cache = os.path.abspath(cache)
     report: dict[str, Any] = {
         "status": "probing the environment", "budget_s": budget_s, "steps": steps,
         "environment": {"python": platform.python_version(), "host": platform.node(),

@@ -196,6 +196,7 @@ def plot_runs(run_dirs: Sequence[str], out: str, x: str = "step") -> str:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
+    os.makedirs(os.path.dirname(out) or ".", exist_ok=True)  # --out new/dir/curves.png
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out

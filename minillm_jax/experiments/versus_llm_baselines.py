@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
+from minillm_jax.experiments.children import child_env
+
 WORKER = "minillm_jax.experiments.versus_llm_baselines"
 
 
@@ -170,7 +172,7 @@ def run_side(side: str, config_args: list[str], path: str, steps: int, warmup: i
     else:
         cmd = [sys.executable, "-m", WORKER, "--path", path, "--steps", str(steps),
                "--warmup", str(warmup), "--", *config_args]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False, env=child_env())
     if out.returncode != 0:
         raise ComparisonError(f"the {side} step failed (exit {out.returncode}):\n"
                               f"{out.stderr[-3000:]}")
