@@ -98,9 +98,9 @@ def run(args: argparse.Namespace, config: Any, name: str) -> int:
 
         best = largest_fitting(fits, step, config.batch_size)
         if best is None:
-            print(f"error: not even a batch of {step} fits {target.device_kind} "
-                  f"({target.usable_bytes / 2**30:.1f} GiB usable)", file=sys.stderr)
-            return 1
+            raise DoesNotFit(f"not even a batch of {step} fits {target.device_kind} "
+                             f"({target.usable_bytes / 2**30:.1f} GiB usable): raise remat "
+                             "(full), lower sequence_length or use more devices")
         config.batch_size = best
     report = predict_config(config, name, target, args.devices)
     if best is not None:
@@ -140,13 +140,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     from minillm_jax.experiments.aot.targets import (PLUGIN_HINT, compile_on_host,
                                                      cuda_plugin_missing)
 
-    if cuda_plugin_missing():
-        print(f"error: {PLUGIN_HINT}", file=sys.stderr)
-        return 2
-    compile_on_host()
     from minillm_jax.config import ConfigError
 
-    return run_command(lambda: run(args, config, name), (ConfigError,))
+    if cuda_plugin_missing():
+        return run_command(lambda: _raise(ConfigError(PLUGIN_HINT)), (ConfigError,))
+    compile_on_host()
+    return run_command(lambda: run(args, config, name), {DoesNotFit: 1, ConfigError: 2})
+
+
+class DoesNotFit(Exception):
+    """Not even the smallest batch fits the target (exit status 1)."""
+
+
+def _raise(err: Exception) -> None:
+    raise err
 
 
 if __name__ == "__main__":

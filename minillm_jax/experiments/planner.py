@@ -359,13 +359,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             accelerator = normalise_accelerator(args.accelerator) if args.accelerator else ""
         except PlanError as err:
             parser.error(str(err))
-        try:
-            prediction = planner_aot.predict(args.measure_aot, args.target, args.devices,
-                                             accelerator=accelerator,
-                                             peak_tflops=args.peak_tflops)
-        except planner_aot.PredictionError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return err.status
+        from minillm_jax.config.cli import run_command
+
+        predicted: list = []
+        status = run_command(lambda: predicted.append(planner_aot.predict(
+            args.measure_aot, args.target, args.devices, accelerator=accelerator,
+            peak_tflops=args.peak_tflops)), {planner_aot.PredictionDoesNotFit: 1,
+                                             planner_aot.PredictionError: 2})
+        if status:
+            return status
+        prediction = predicted[0]
         print("\n".join(prediction.lines(args.hours)) + "\n")
         mfu, peak, peak_name = prediction.mfu, prediction.peak, prediction.peak_name
         mfu_source = prediction.source

@@ -31,6 +31,11 @@ class PredictionError(ValueError):
         self.status = status
 
 
+class PredictionDoesNotFit(PredictionError):
+    """The config's step does not fit the target's memory (exit status 1)."""
+
+
+
 @dataclasses.dataclass(frozen=True)
 class Prediction:
     """gpu_aot's report of one config on `devices` GPUs of one target, as the planner uses it."""
@@ -125,7 +130,7 @@ def predict(config_path: str, target_name: str, devices: int = 1, *, accelerator
         raise PredictionError(f"--measure-aot {config_path}: {err}") from err
     if not report["fits"]:
         on = f"--target {target.name}" + (f" --devices {devices}" if devices > 1 else "")
-        raise PredictionError(
+        raise PredictionDoesNotFit(
             f"{config_path} does not fit {devices} x {target.device_kind} ({target.name}): its "
             f"step needs {report['total_bytes'] / GIB:.2f} GiB per device, "
             f"{report['usable_bytes'] / GIB:.2f} GiB usable; lower batch_size (raising "
