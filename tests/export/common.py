@@ -28,6 +28,18 @@ def tiny_config(model: str = "gpt", bias: bool = False, tied: bool = True,
     return config
 
 
+def modern_options() -> dict:
+    """The model options of the modern recipe (configs/recipes/modern.py)."""
+    from minillm_jax.config import exec_python_file
+    from tests.conftest import REPO
+
+    options = exec_python_file(REPO / "configs" / "recipes" / "modern.py", "config").OPTIONS
+    return {k: v for k, v in options.items() if k in ModelConfig.__dataclass_fields__}
+
+
+MODERN = modern_options()
+
+
 def random_params(config, seed: int = 0) -> dict:
     """Random weights, far from the init: every leaf is noise (norm scales 1 + noise, biases
     noise), so a swapped or untransposed tensor cannot go unnoticed."""

@@ -14,18 +14,13 @@ import pytest
 import torch
 
 from minillm_jax import export
-from minillm_jax.config import exec_python_file
 from minillm_jax.model.transformer import ModelConfig, Transformer
-from tests.conftest import REPO
-from tests.export.common import batch, random_params, record, rel_err, tiny_config
+from tests.export.common import MODERN, batch, random_params, record, rel_err, tiny_config
 
 transformers = pytest.importorskip("transformers")
 
 LOGITS_TOL = 1e-5
 CUSTOM = "MiniLLMForCausalLM"
-MODERN = {k: v for k, v in exec_python_file(REPO / "configs" / "recipes" / "modern.py",
-                                             "config").OPTIONS.items()
-          if k in ModelConfig.__dataclass_fields__}  # the recipe's model options
 
 # (case, model, overrides, expected class)
 CASES = [
@@ -255,3 +250,4 @@ def test_cli_exports_a_schedule_free_modern_run(tmp_path, shakespeare_dir, capsy
     assert rel_err(raw, want) > 1e-3  # the averaged parameters really differ from the iterate
     tok = transformers.AutoTokenizer.from_pretrained(str(out))
     assert tok.eos_token_id == 50256
+
