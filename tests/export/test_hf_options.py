@@ -251,3 +251,44 @@ def test_cli_exports_a_schedule_free_modern_run(tmp_path, shakespeare_dir, capsy
     tok = transformers.AutoTokenizer.from_pretrained(str(out))
     assert tok.eos_token_id == 50256
 
+
+def test_cli_custom_code_flag_writes_custom_code_that_loads(tmp_path, capsys):
+    """tools/convert_to_torch.py --format hf --custom-code, run as a command on a checkpoint of a
+    model a stock class computes (Llama with biases): the directory holds the custom code, loads
+    with trust_remote_code=True from that directory and gives our logits; without the flag the
+    same checkpoint exports to LlamaForCausalLM."""
+    import subprocess
+    import sys
+
+    from minillm_jax.export import to_torch
+    from minillm_jax.train.checkpointing import save_params
+    from tests.conftest import REPO
+
+    config = _config("llama", dict(bias=True))
+    params = random_params(config, seed=8)
+    run = str(tmp_path / "run")
+    save_params(run, config, params, step=5)
+    out = tmp_path / "custom"
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "convert_to_torch.py"),
+                           "--workdir", run, "--format", "hf", "--out", str(out),
+                           "--custom-code"], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "wrote custom code" in proc.stdout and "custom code was asked for" in proc.stdout
+    hf_config = json.loads((out / "config.json").read_text())
+    assert hf_config["architectures"] == [CUSTOM] and "auto_map" in hf_config
+    assert (out / "modeling_minillm.py").is_file()
+    hf = _load(str(out), custom=True)
+    assert type(hf).__name__ == CUSTOM
+    _check_weights_loaded(hf, str(out), tied=True)
+    idx, _ = batch(config)
+    with torch.no_grad():
+        got = hf(input_ids=torch.from_numpy(idx)).logits.numpy()
+    assert rel_err(got, _jax_logits(config, params, idx)) <= LOGITS_TOL
+
+    stock = tmp_path / "stock"
+    assert to_torch.main(["--workdir", run, "--format", "hf", "--out", str(stock)]) == 0
+    assert "wrote a stock transformers LlamaForCausalLM" in capsys.readouterr().out
+    assert json.loads((stock / "config.json").read_text())["architectures"] == \
+        ["LlamaForCausalLM"]
+    assert not (stock / "modeling_minillm.py").exists()
