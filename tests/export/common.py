@@ -122,7 +122,8 @@ def logits_mismatch(got: np.ndarray, want: np.ndarray, torch_logits: Callable[[]
     """Why torch's logits `got` differ from JAX's `want`: the worst entry (row, position,
     token) and its values, whether each side gives the same bits when evaluated again (a
     nondeterministic side) and, with float64_logits (the torch model in float64; its norms
-    compute in float32), which side is off. Evaluated only when a comparison fails, so that one failure in CI says what happened."""
+    compute in float32), which side is off. Evaluated only when a comparison fails, so that a
+    single failure in CI says what happened."""
     import jax
     import torch
 

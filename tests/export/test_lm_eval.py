@@ -23,18 +23,18 @@ TASK_DIR = "tests/export/lm_eval_tiny"
 
 
 def _task_pairs() -> tuple[list[list[tuple[str, str]]], list[dict]]:
-    """(per question of the task its (context, continuation) requests as lm-eval makes them,
-    the questions)."""
+    """(each question's (context, continuation) requests as lm-eval makes them, the questions)."""
     docs = [json.loads(line) for line in open(REPO / TASK_DIR / "tiny_mc.jsonl")]
     return [[(d["question"], " " + c) for c in d["choices"]] for d in docs], docs
 
 
 def _plant_successors(params: dict, successors: dict[int, int], seed: int = 0) -> dict:
-    """The weights with token b made the clear argmax after token a, for each a -> b: a's
-    embedding a long vector along its own direction (orthogonal to the other planted tokens',
-    so it dominates the residual stream over the random blocks), and b's lm_head column along
-    that direction. Random weights alone make no continuation greedy, so lm-eval's is_greedy
-    flags would all be False and their comparison would compare nothing."""
+    """A copy of the weights in which token b is the clear argmax after token a, for each
+    a -> b: a's embedding is a long vector along its own direction (orthogonal to the other
+    planted tokens', so it dominates the residual stream over the random blocks), and b's
+    lm_head column lies along that direction. Random weights alone make no continuation
+    greedy: lm-eval's is_greedy flags would all be False and comparing them would compare
+    nothing."""
     params = {k: dict(v) if isinstance(v, dict) else v for k, v in params.items()}
     wte = np.array(params["wte"]["embedding"])
     head = np.array(params["lm_head"]["kernel"])  # (C, V)
