@@ -155,7 +155,8 @@ def test_every_cli_is_argparse_named_python_m(name, capsys):
 WRAPPERS = {"bench": "experiments.benchmark", "plot": "experiments.plotting",
             "plan": "experiments.planner",
             "convert_to_torch": "export.to_torch", "convert_from_torch": "export.from_torch",
-            "bench_data": "data.bench", "gpu_check": "experiments.gpu_check"}
+            "bench_data": "data.bench", "gpu_check": "experiments.gpu_check",
+            "chaos": "experiments.chaos"}
 
 
 def test_tools_are_thin_wrappers():

@@ -361,14 +361,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="no real full disk (a small tmpfs needs root and mount)")
     parser.add_argument("--skip-two-process", action="store_true")
     args = parser.parse_args(argv)
+    from minillm_jax.config.cli import run_command
+
+    return run_command(lambda: _run(args), {ChaosError: 1})
+
+
+def _run(args: argparse.Namespace) -> int:
     scratch = args.scratch or tempfile.mkdtemp(prefix="minillm-chaos-")
     try:
         result = chaos(scratch, seed=args.seed, kills=args.kills, sigterms=args.sigterms,
-                       budget_s=args.budget_s, enospc=not args.skip_enospc, tmpfs=not args.skip_tmpfs,
-                       two_process=not args.skip_two_process, data=not args.skip_data)
-    except ChaosError as err:
-        print(f"error: {err}")
-        return 1
+                       budget_s=args.budget_s, enospc=not args.skip_enospc,
+                       tmpfs=not args.skip_tmpfs, two_process=not args.skip_two_process,
+                       data=not args.skip_data)
     finally:
         if not args.scratch:
             shutil.rmtree(scratch, ignore_errors=True)
@@ -381,7 +385,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ok = all(r["survived"] == r["count"] and r["equal"] in (r["count"], "n/a")
              for r in result["rows"])
     return 0 if ok and result["kills_done"] == args.kills else 1
-
 
 if __name__ == "__main__":
     import sys
