@@ -148,7 +148,8 @@ def _interrupt(setup: Setup, workdir: str, fault: tuple[str, str], rng: random.R
     before = max(cp.committed(workdir), default=None)
     child = setup.start(workdir)
     start = before or 0
-    # late enough that the first save of this process is complete: every fault makes progress
+    # past this process's first save, so that faults make progress (unless that save's write
+    # is still running)
     step = child.wait_for(phase, start + setup.save_every + 2, setup.timeout_s)
     if step is not None:
         time.sleep(rng.uniform(0, DELAY_S[phase]))
