@@ -9,6 +9,7 @@ machine."""
 
 from __future__ import annotations
 
+import re
 import signal
 import time
 
@@ -80,7 +81,7 @@ def test_ctrl_c_and_a_second_signal(setup):
     workdir = f"{setup.scratch}/signals"
 
     _, code, log, kept = _signal_run(setup, workdir, signal.SIGINT, second=False)
-    stopped = cp.re.search(r"SIGINT: stopped at step (\d+)/\d+ with a checkpoint", log)
+    stopped = re.search(r"SIGINT: stopped at step (\d+)/\d+ with a checkpoint", log)
     assert code == 0 and stopped, log[-3000:]
     assert int(stopped.group(1)) == max(kept)
 

@@ -156,7 +156,10 @@ def _interrupt(setup: Setup, workdir: str, fault: tuple[str, str], rng: random.R
         child.send(signal.SIGKILL if sig == "kill" else signal.SIGTERM)
     code, log = child.finish(setup.timeout_s)
     check_resume(log, before, workdir)
-    if step is None:
+    # reached its end first: the fault came too late (a SIGTERM in the last step stops nothing)
+    ended = code == 0 and f"final eval @ {setup.iterations}:" in log and (
+        "stopped at step" not in log)
+    if step is None or ended:
         if code != 0:
             raise ChaosError(f"{workdir}: the run failed (exit {code}):\n{log[-3000:]}")
         return None
