@@ -156,7 +156,7 @@ WRAPPERS = {"bench": "experiments.benchmark", "plot": "experiments.plotting",
             "plan": "experiments.planner",
             "convert_to_torch": "export.to_torch", "convert_from_torch": "export.from_torch",
             "bench_data": "data.bench", "gpu_check": "experiments.gpu_check",
-            "gpu_aot": "experiments.gpu_aot"}
+            "gpu_aot": "experiments.gpu_aot", "chaos": "experiments.chaos"}
 
 
 def test_tools_are_thin_wrappers():

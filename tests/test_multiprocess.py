@@ -266,3 +266,23 @@ def test_a_coordinator_port_taken_meanwhile_is_retried(tmp_path, shakespeare_dir
         held.close()
     assert run.retries == 1
     assert "step 2/2" in run.output(0)
+
+
+def test_a_process_that_cannot_read_the_newest_checkpoint_falls_back_with_the_other(
+        runs, shakespeare_dir, env):
+    """Process 1 cannot read checkpoint 8 of the two-process run (its read fails with EIO:
+    minillm_jax/experiments/chaos_child.py): both processes fall back to step 4 together, well
+    within the time limit (orbax's restore ends with a barrier across processes, which process 1
+    skipped: process 0 waited there until killed), set 8 aside, and train steps 5-8 exactly as
+    the first time (the new checkpoint 8 and metrics.jsonl bitwise)."""
+    from minillm_jax.experiments.chaos_multiprocess import fallback
+
+    root, _, two = runs
+    workdir = str(root / "fallback")
+    shutil.copytree(two, workdir, ignore=shutil.ignore_patterns("rows.*", "log.*"))
+    result = fallback(workdir, {**FLAGS, "data_dir": shakespeare_dir}, env, newest=ITERATIONS,
+                      older=SAVE_AT, timeout_s=180)
+    assert all(result["checks"].values()), (result["checks"], result["codes"],
+                                            [log[-3000:] for log in result["logs"]])
+    assert result["equal"]
+    print(f"both processes fell back to step {SAVE_AT} in {result['wall_s']:.0f} s")

@@ -32,6 +32,7 @@ Run-directory housekeeping (paths, starting over, metrics trimming) is minillm_j
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import warnings
 from typing import Any, NamedTuple, Sequence
@@ -52,12 +53,27 @@ ITEMS = ("params", "opt_state", "train", "data", "config", "fingerprint", "loop"
 JSON_ITEMS = ("data", "config", "loop")
 BEST_METRIC = "val_loss"
 
+class _NoOrbaxTracebacks(logging.Filter):
+    """A failed background write makes orbax log an error with a traceback per writer thread
+    (pages for a full disk); RunCheckpoints reports the failure as one line with what to do, so
+    orbax's records keep their message and lose the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and f"{os.sep}orbax{os.sep}" in record.pathname:
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
 def quiet_orbax_logs() -> None:
-    """orbax (and jax) log every file operation at INFO through absl: keep WARNING and above."""
+    """orbax (and jax) log every file operation at INFO through absl: keep WARNING and above,
+    without orbax's tracebacks of failed writes (reported by RunCheckpoints)."""
     from absl import logging as absl_logging
 
     if absl_logging.get_verbosity() > absl_logging.WARNING:
         absl_logging.set_verbosity(absl_logging.WARNING)
+    logger = logging.getLogger("absl")
+    if not any(isinstance(f, _NoOrbaxTracebacks) for f in logger.filters):
+        logger.addFilter(_NoOrbaxTracebacks())
 
 
 def _item_handlers() -> dict[str, Any]:
@@ -103,18 +119,27 @@ def _preservation_policy(keep: int, keep_best: bool, protected: KeepSteps | None
 
 def make_manager(workdir: str, keep: int = 3, async_save: bool = True, keep_best: bool = False,
                  cleanup_tmp: bool = False, create: bool = True,
-                 protected: KeepSteps | None = None) -> ocp.CheckpointManager:
+                 protected: KeepSteps | None = None, local: bool = False,
+                 ) -> ocp.CheckpointManager:
     """An orbax CheckpointManager for <workdir>/checkpoints with this module's items.
 
     keep: newest checkpoints kept (<= 0: all); keep_best: also keep the checkpoint with the lowest
     `val_loss` passed as `metrics` to `save`; cleanup_tmp: delete unfinished saves of earlier runs;
-    protected: steps never deleted by rotation (a set that may change while the manager lives).
+    protected: steps never deleted by rotation (a set that may change while the manager lives);
+    local: a reader for this process alone (create=False): its restores read this process's
+    shards without orbax's barrier across processes, so a process whose read fails cannot leave
+    the others waiting in that barrier (the caller takes the decision across processes).
     """
     quiet_orbax_logs()
+    extra: dict[str, Any] = {}
+    if local:
+        me = jax.process_index()
+        extra["multiprocessing_options"] = ocp.options.MultiprocessingOptions(
+            primary_host=me, active_processes={me}, barrier_sync_key_prefix=f"local{me}")
     options = ocp.CheckpointManagerOptions(
         create=create, enable_async_checkpointing=async_save, cleanup_tmp_directories=cleanup_tmp,
         preservation_policy=_preservation_policy(keep, keep_best, protected),
-        best_fn=_best_metric if keep_best else None, best_mode="min")
+        best_fn=_best_metric if keep_best else None, best_mode="min", **extra)
     return ocp.CheckpointManager(checkpoint_dir(workdir), item_handlers=_item_handlers(),
                                  options=options)
 

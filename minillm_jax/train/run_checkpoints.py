@@ -40,6 +40,7 @@ class RunCheckpoints:
                                   f"({describe(err)})") from None
         self.keep_best = keep_best
         self.pending: int | None = None  # step of the save still being written
+        self.failed = False  # a write error was reported (the run stops)
         self.blocking_s: list[float] = []  # time each save() held up training
 
     def steps(self) -> list[int]:
@@ -54,7 +55,7 @@ class RunCheckpoints:
         if step is not None:
             self.protected.steps.add(int(step))
 
-    def _write_error(self, step: int, err: BaseException) -> CheckpointError:
+    def _write_error(self, step: int | None, err: BaseException) -> CheckpointError:
         try:
             self.manager.reload()
         except Exception:  # noqa: BLE001 - the report matters more than the listing
@@ -63,10 +64,19 @@ class RunCheckpoints:
         resume = (f"rerun the same command to resume from step {kept[-1]}" if kept else
                   "rerun the same command to start again")
         return CheckpointError(
-            f"the checkpoint for step {step} could not be written to {self.directory} "
-            f"({describe(err)}); the run stopped. Checkpoints kept: "
+            f"{'a checkpoint' if step is None else f'the checkpoint for step {step}'} could not "
+            f"be written to {self.directory} "
+            f"({describe(err)}; {self._free_space()}); the run stopped. Checkpoints kept: "
             f"{', '.join(map(str, kept)) or 'none'}. Free disk space or fix the directory, then "
             f"{resume}")
+
+    def _free_space(self) -> str:
+        """The free space where the checkpoints go (a full disk is the usual write error)."""
+        try:
+            free = shutil.disk_usage(self.directory).free
+        except OSError:
+            return "free space unknown"
+        return f"{free / 2**20:,.1f} MiB free there"
 
     def wait(self) -> None:
         """Blocks until the pending save is on disk; raises CheckpointError if it failed."""
@@ -74,7 +84,10 @@ class RunCheckpoints:
             self.manager.wait_until_finished()
         except Exception as err:  # noqa: BLE001 - orbax re-raises the writer thread's error
             step, self.pending = self.pending, None
-            raise self._write_error(step if step is not None else -1, err) from err
+            if self.failed and step is None:
+                return  # the failure of a save already reported, raised again by orbax
+            self.failed = True
+            raise self._write_error(step, err) from err
         self.pending = None
 
     def save(self, step: int, state: Any, data_state: dict | None,
@@ -90,6 +103,7 @@ class RunCheckpoints:
         try:
             save(self.manager, step, state, data_state, config, metrics, loop_state)
         except Exception as err:  # noqa: BLE001 - directory creation, serialization, ...
+            self.failed = True
             raise self._write_error(step, err) from err
         self.blocking_s.append(time.perf_counter() - start)
         self.pending = step
@@ -145,20 +159,32 @@ class RunCheckpoints:
         checksums (a computation over all processes) are checked, and only then is anything
         moved. A process that cannot read a shard never picks another step than the others.
         """
+        # reads without orbax's barriers across processes: a process whose read fails would
+        # skip the barrier the others wait in (and then meet them in the wrong collective)
+        reader = self.manager if jax.process_count() == 1 else make_manager(
+            self.workdir, keep=0, async_save=False, create=False, local=True)
+        try:
+            return self._restore_newest(reader, abstract_state, config, at_most)
+        finally:
+            if reader is not self.manager:
+                reader.close()
+
+    def _restore_newest(self, reader: ocp.CheckpointManager, abstract_state: Any,
+                        config: TrainConfig, at_most: int | None) -> Restored | None:
         failed: list[tuple[int, BaseException | str]] = []
         for step in reversed(self.steps()):
             if at_most is not None and step > at_most:
                 continue
             restored, error = None, None
             try:
-                check_compatible(self.manager, step, abstract_state, config)
+                check_compatible(reader, step, abstract_state, config)
             except CheckpointError as err:
                 error = err  # another model: the same on every process (same files)
             except Exception as err:  # noqa: BLE001 - unreadable config or metadata
                 error = err
             if error is None:
                 try:
-                    restored = read_state(self.manager, step, abstract_state)
+                    restored = read_state(reader, step, abstract_state)
                 except Exception as err:  # noqa: BLE001 - unreadable arrays or JSON
                     error = err
             # one decision for all processes: 0 read, 1 unreadable, 2 saved for another model
@@ -196,7 +222,7 @@ class RunCheckpoints:
         target = self._move(step, UNREADABLE_DIR)
         warnings.warn(f"checkpoint {source} is unreadable ({describe(err)}); moved it to "
                       f"{target} and resuming from step {used} instead", CheckpointWarning,
-                      stacklevel=3)
+                      stacklevel=4)
 
     def restore_latest(self, abstract_state: Any, config: TrainConfig,
                        ) -> tuple[Any, dict | None, int] | None:
@@ -205,10 +231,21 @@ class RunCheckpoints:
         return None if restored is None else (restored.state, restored.data_state, restored.step)
 
     def close(self) -> None:
+        """Waits for the pending save and closes the manager. A write error is raised once: the
+        closing manager re-raising the failure of a save already reported is not raised again
+        (nor may it replace the error being reported)."""
+        error: CheckpointError | None = None
         try:
             self.wait()
-        finally:
+        except CheckpointError as err:
+            error = err
+        try:
             self.manager.close()
+        except Exception as err:  # noqa: BLE001 - orbax re-raises the writer thread's error
+            if error is None and not self.failed:
+                error = self._write_error(None, err)
+        if error is not None:
+            raise error
 
 
 def newest_data_state(workdir: str) -> tuple[int, dict] | None:
