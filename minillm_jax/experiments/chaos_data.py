@@ -134,7 +134,8 @@ PREPARE_CASE = "prepare killed (SIGKILL) mid-way, then rerun"
 CASES = (*DAMAGE, RESUME_CASE, PREPARE_CASE)
 
 
-def row(fault: str, count: int, survived: int, equal: str, detail: str) -> dict[str, Any]:
+def row(fault: str, count: int, survived: int, equal: int | str, detail: str,
+        ) -> dict[str, Any]:
     return {"fault": fault, "count": count, "survived": survived, "equal": equal,
             "detail": detail}
 
@@ -220,7 +221,7 @@ def prepare_case(clean: str, scratch: str, rng: np.random.Generator,
         done = [f.result() for f in futures]
         failed = [line for refused, same, line in done if not (refused and same)]
         return row(PREPARE_CASE, len(points), len(points) - len(failed),
-                   "yes" if all(same for _, same, _ in done) else "no",
+                   sum(bool(same) for _, same, _ in done),  # reruns byte-identical
                    failed[0] if failed else done[-1][2])
     return result
 
