@@ -60,7 +60,7 @@ def test_cpu_subset_from_another_directory_reports_cells_and_loss_gap(tmp_path,
     assert [c["name"] for c in report["cells"]] == ["best_fused.py reduced", "loss gap"]
     cell, gap = report["cells"][0], report["cells"][1]["result"]
     r = cell["result"]
-    assert r["status"] == "ok" and r["attention_used"] == "xla" and r["cudnn_in_hlo"] is False
+    assert r["status"] == "ok" and r["attention_used"] == "xla_blocks" and r["cudnn_in_hlo"] is False
     # MFU recomputed from the recorded step time with an independent FLOPs formula
     fpt = _independent_flops_per_token(cell)
     assert r["flops_per_token"] == fpt
@@ -84,7 +84,7 @@ def test_cpu_subset_from_another_directory_reports_cells_and_loss_gap(tmp_path,
     assert not (tmp_path / "user_cache").exists()
     assert report["verdict"] == {"passed": True, "reason": "2 of 2 cells ok"}
     table = (out / "gpu_check.md").read_text()
-    assert "| best_fused.py reduced | xla |" in table and "bf16 vs float32" in table
+    assert "| best_fused.py reduced | xla_blocks |" in table and "bf16 vs float32" in table
     assert table in proc.stdout  # the table is also printed
     assert proc.stdout.strip().splitlines()[-1] == "gpu_check: PASS: 2 of 2 cells ok"
 
@@ -138,7 +138,7 @@ def test_killed_partway_keeps_environment_and_finished_cells(tmp_path):
     first = report["cells"][0]["result"]
     assert first["status"] == "ok" and first["step_ms"] > 0 and first["tokens_per_s"] > 0
     assert report["cells"][1]["result"]["status"] == "running"
-    assert "| best_fused.py reduced | xla |" in (out / "gpu_check.md").read_text()
+    assert "| best_fused.py reduced | xla_blocks |" in (out / "gpu_check.md").read_text()
 
 
 def test_budget_kills_a_hanging_cell_and_its_process(tmp_path):

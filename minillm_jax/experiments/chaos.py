@@ -353,7 +353,7 @@ def chaos(scratch: str, *, seed: int = 0, kills: int = 21, sigterms: int = 3,
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python tools/chaos.py",
+    parser = argparse.ArgumentParser(prog="python -m minillm_jax.experiments.chaos",
                                      description=__doc__.strip().splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--kills", type=int, default=21, help="SIGKILLs (a third per phase)")
