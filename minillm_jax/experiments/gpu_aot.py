@@ -55,12 +55,6 @@ def largest_fitting(fits: Callable[[int], bool], step: int, start: int) -> int |
     return low
 
 
-def _data_parallel(config: Any, n_devices: int) -> int:
-    fsdp = config.mesh_fsdp
-    data = config.mesh_data if config.mesh_data != -1 else n_devices // max(fsdp, 1)
-    return max(data * fsdp, 1)
-
-
 def predict_config(config: Any, name: str, target: GpuTarget, n_devices: int = 1,
                    ) -> dict[str, Any]:
     """report.analyse() of `config`'s train step compiled for `n_devices` GPUs of `target`: its
@@ -76,7 +70,7 @@ def predict_config(config: Any, name: str, target: GpuTarget, n_devices: int = 1
 
 
 def run(args: argparse.Namespace, config: Any, name: str) -> int:
-    from minillm_jax.config import build_config
+    from minillm_jax.config import build_config, check_devices
     from minillm_jax.experiments.aot.report import markdown, memory
     from minillm_jax.experiments.aot.targets import compile_train_step, load_target
 
@@ -84,7 +78,10 @@ def run(args: argparse.Namespace, config: Any, name: str) -> int:
     config.compilation_cache = "off"  # nothing to cache: this step never runs here
     best = None
     if args.max_batch:
-        step = _data_parallel(config, args.devices)
+        # the mesh check the run makes: data x fsdp must be all devices, so the global batch
+        # is a multiple of the device count
+        check_devices(build_config(config, name), args.devices)
+        step = args.devices
 
         def fits(batch: int) -> bool:
             probe = config.copy_and_resolve_references()
@@ -107,7 +104,7 @@ def run(args: argparse.Namespace, config: Any, name: str) -> int:
         report["max_batch"] = best
     text = markdown(report)
     if best is not None:
-        above = best + _data_parallel(config, args.devices)
+        above = best + args.devices
         text += f"\nLargest global batch that fits: {best} (batch {above} does not).\n"
     print(text, end="")
     if args.json:

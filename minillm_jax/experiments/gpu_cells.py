@@ -156,7 +156,8 @@ def _time_cell(cell: dict[str, Any], steps: int, peak: float | None) -> dict[str
     start = time.perf_counter()
     compiled = run.compile_train_step()
     result["compile_s"] = time.perf_counter() - start
-    result["cudnn_in_hlo"] = cudnn_in_hlo(compiled.as_text())
+    hlo = compiled.as_text()  # the optimised program: its cuDNN calls and its predicted time
+    result["cudnn_in_hlo"] = cudnn_in_hlo(hlo)
     result["xla_estimate_gib"] = (memory.step_bytes(compiled) or 0) / 2**30 or None
     state = run.init_state()
     shape = run.batch_shape
@@ -180,7 +181,7 @@ def _time_cell(cell: dict[str, Any], steps: int, peak: float | None) -> dict[str
     if jax.devices()[0].platform == "gpu":  # the roofline's prediction for this very program
         from minillm_jax.experiments.aot.report import predict_compiled
 
-        predicted = predict_compiled(compiled.as_text(), jax.devices()[0].device_kind,
+        predicted = predict_compiled(hlo, jax.devices()[0].device_kind,
                                      tokens_per_step, fpt, jax.device_count())
         if predicted:
             result.update(predicted, measured_over_predicted=1000 * step_s /

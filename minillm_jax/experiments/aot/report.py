@@ -13,8 +13,9 @@ from typing import Any
 from minillm_jax.experiments.aot.hlo import parse_kernels
 from minillm_jax.experiments.aot.roofline import Peaks, predict
 from minillm_jax.experiments.aot.stash import stash
-from minillm_jax.experiments.aot.targets import CompiledStep, GpuTarget
+from minillm_jax.experiments.aot.targets import CompiledStep, GpuTarget, target_for_kind
 from minillm_jax.config import ConfigError
+from minillm_jax.train.memory import step_bytes
 from minillm_jax.train.mfu import mfu, model_flops_per_token
 
 GIB = 2**30
@@ -39,8 +40,7 @@ def memory(compiled: Any) -> dict[str, int]:
               "alias_bytes": m.alias_size_in_bytes, "temp_bytes": m.temp_size_in_bytes,
               "generated_code_bytes": m.generated_code_size_in_bytes}
     fields = {k: int(v) for k, v in fields.items()}
-    fields["total_bytes"] = (fields["argument_bytes"] + fields["output_bytes"]
-                             + fields["temp_bytes"] - fields["alias_bytes"])
+    fields["total_bytes"] = step_bytes(compiled)  # the trainer's pre-flight sum, one formula
     return fields
 
 
@@ -142,7 +142,8 @@ def markdown(report: dict[str, Any]) -> str:
         f"{_gib(r['device_memory_bytes'])} | "
         f"{'yes' if r['fits'] else 'NO'} (margin {_gib(r['margin_bytes'])} GiB) |",
         "",
-        "usable: JAX's default allocator share (XLA_PYTHON_CLIENT_MEM_FRACTION, 0.75).",
+        "usable: JAX's default allocator share (XLA_PYTHON_CLIENT_MEM_FRACTION, 0.75) less the "
+        "5% headroom the trainer's memory check keeps: what fits here, the trainer starts.",
         "",
         "## Predicted time (roofline model, not a measurement)",
         "",
@@ -186,17 +187,6 @@ def _table_rows(table: dict[str, dict[str, float | None]]) -> list[str]:
     rows = sorted(table.items(), key=lambda item: -(item[1]["seconds"] or 0.0))
     return [f"| {name} | {v['count']:.0f} | {_ms(v['seconds'])} | {(v['flops'] or 0) / 1e9:,.1f} "
             f"| {(v['bytes'] or 0) / 1e9:,.2f} |" for name, v in rows]
-
-
-def target_for_kind(device_kind: str) -> GpuTarget | None:
-    """The shipped target whose device is `device_kind` (its bandwidth for the time model)."""
-    from minillm_jax.experiments.aot.targets import load_target, target_names
-
-    for name in target_names():
-        target = load_target(name)
-        if target.device_kind == device_kind:
-            return target
-    return None
 
 
 def predict_compiled(hlo_text: str, device_kind: str, tokens_per_step: int,

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from minillm_jax.config import ConfigError, TrainConfig
+from minillm_jax.train.memory import HEADROOM
 from minillm_jax.train.mfu import peak_for_kind
 
 TARGETS_DIR = Path(__file__).resolve().parents[2] / "assets" / "gpu_targets"
@@ -57,10 +58,12 @@ class GpuTarget:
 
     @property
     def usable_bytes(self) -> int:
-        """What JAX's allocator can hand out on this card (XLA_PYTHON_CLIENT_MEM_FRACTION, default
-        0.75 of the device)."""
+        """What a step may need on this card for the trainer to start it: JAX's allocator share
+        (XLA_PYTHON_CLIENT_MEM_FRACTION, default 0.75 of the device) times the headroom the
+        trainer's own pre-flight check leaves for cuBLAS/cuDNN workspaces
+        (minillm_jax.train.memory.check_fits), so "fits" here means the run starts there."""
         fraction = float(os.environ.get("XLA_PYTHON_CLIENT_MEM_FRACTION", DEFAULT_MEM_FRACTION))
-        return int(self.memory_bytes * fraction)
+        return int(self.memory_bytes * fraction * HEADROOM)
 
 
 def target_names() -> list[str]:
@@ -96,6 +99,13 @@ def load_target(name: str | None = None, config_file: str | None = None) -> GpuT
                      memory_bytes=_field(text, "device_memory_size", int),
                      bandwidth=_field(text, "memory_bandwidth", float),
                      link_bandwidth=LINK_BANDWIDTH.get(label, 32e9), source=source)
+
+
+def target_for_kind(device_kind: str) -> GpuTarget | None:
+    """The shipped target whose device is `device_kind` (a live GPU's bandwidth for the time
+    model), or None."""
+    return next((t for t in map(load_target, target_names()) if t.device_kind == device_kind),
+                None)
 
 
 def cuda_plugin_missing() -> bool:
