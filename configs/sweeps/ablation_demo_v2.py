@@ -1,0 +1,25 @@
+"""Which speedrun techniques help the demo on top of the modern recipe v1? Add-one ablation on
+configs/demo_v1.py (the demo model, 210 steps of 8 x 128 tokens), tuned and measured on the
+shakespeare-dev split (37 training plays train, 2 other training plays validate), never on the
+validation plays. 3 seeds per variant, paired by seed (seed / data_seed + k).
+
+    python -m minillm_jax.sweep configs/sweeps/ablation_demo_v2.py
+
+The baseline is v1, so each variant's paired difference is the effect of the one option it adds
+(negative = lower loss = the option helps).
+"""
+
+from pathlib import Path
+
+from minillm_jax.config import load_config
+
+
+def get_sweep() -> dict:
+    base = load_config(Path(__file__).parent.parent / "demo_v1.py")
+    base.update(dict(dataset="shakespeare-dev", data_dir="data/shakespeare-dev", eval_freq=105,
+                     eval_batches=40, final_full_eval=False, sample_tokens=0,
+                     save_every_minutes=0.0))
+    variants = [
+        {"name": "v1"},
+    ]
+    return {"base": base, "variants": variants, "baseline": "v1", "seeds": 3}
