@@ -24,7 +24,8 @@ Three options, each off by default (configs/base.py):
   which is the same polynomial of the ||.||_F-normalised input that optax computes, so optax's own
   iteration runs it (no hand-written step). For singular values down to 1e-2 of the largest the
   five steps end within [0.85, 1.15] (bf16 matmuls: [0.83, 1.17]), where Jordan's leave
-  [0.66, 1.15] (tests/optim/test_muon_v2.py); neither has converged for 1e-3 (0.55 vs 0.29 at the low end).
+  [0.66, 1.15] (tests/optim/test_muon_v2.py); neither has converged for 1e-3 (0.55 vs 0.29
+  at the low end).
 - muon_normuon=True: NorMuon (Li et al. 2025, arXiv 2510.05491; modded-nanogpt's NorMuon
   records): after orthogonalisation O, an EMA (NORMUON_BETA2) of each output neuron's mean
   squared update, v <- beta2 v + (1 - beta2) mean_in(O^2) (one value per output unit: the mean

@@ -240,8 +240,8 @@ def test_cautious_decay_spares_opposing_coordinates_and_is_exact_when_off():
     # Off: the previous optimizer (optax's add_decayed_weights and adamw), bit for bit; on with
     # wd=0: the same; and the state structure never changes.
     old = optax.partition(
-        {"muon": optax.chain(scale_by_muon(0.95, 5), scale_by_width(), optax.add_decayed_weights(0.5),
-                             optax.scale_by_learning_rate(0.02)),
+        {"muon": optax.chain(scale_by_muon(0.95, 5), scale_by_width(),
+                             optax.add_decayed_weights(0.5), optax.scale_by_learning_rate(0.02)),
          "adam": optax.adamw(0.01, b1=0.9, b2=0.95, eps=1e-8, weight_decay=0.3,
                              mask=_decay_mask)},
         muon_labels)
