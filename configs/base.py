@@ -157,6 +157,9 @@ def get_config() -> ml_collections.ConfigDict:
     c.muon_momentum = 0.95
     c.muon_ns_steps = 5
     c.muon_weight_decay = 0.0  # decoupled, multiplied by the Muon lr
+    c.muon_ns_coefficients = "jordan"  # jordan (fixed quintic) | polar_express (needs ns_steps=5)
+    c.muon_normuon = False  # NorMuon: per-output-neuron second-moment normalisation after NS
+    c.cautious_weight_decay = False  # opt=muon|adamw: decay only where update*param > 0
     c.adam8bit_block_size = 256  # opt=adamw8bit: elements per quantisation block (last axis)
     c.adam8bit_min_size = 4096  # smaller tensors keep float32 moments
     c.adam8bit_stochastic_round = True

@@ -91,6 +91,8 @@ def _router_dots(run) -> set[str]:
     ("best_fused", True, {}, 0),   # cuDNN attention
     ("best_fused", False, {"attention_impl": "xla"}, 0),  # XLA attention without dropout
     ("modern", True, {}, 0),  # + Muon (Newton-Schulz), untied head, qk-norm, relu2
+    ("modern", True, {"muon_ns_coefficients": "polar_express", "muon_normuon": True,
+                      "cautious_weight_decay": True}, 0),  # Muon's options (no extra dots)
     # MoE routers stay float32 (Switch Transformer's "selective precision": top-k routing is
     # sensitive to rounding and the (C x E) router costs nothing): logits, and the gradients of
     # the router's input and kernel

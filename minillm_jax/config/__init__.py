@@ -15,7 +15,8 @@ from minillm_jax.config.checks import MAX_SGDR_CYCLES, ConfigError, check_schedu
 from minillm_jax.config.files import BASE_CONFIG, base_defaults, exec_python_file, load_config
 from minillm_jax.config.schema import (ACCELERATOR_PLATFORMS, ATTENTION_ALIASES, ATTENTION_IMPLS,
                                        COMPUTE_DTYPES, DENSE_WEIGHT_GRADS, MLP_ACTIVATIONS,
-                                       MODEL_ALIASES, MOE_IMPLS, MOE_PRIORITIES, OPTIMIZERS, PARTS,
+                                       MODEL_ALIASES, MOE_IMPLS, MOE_PRIORITIES,
+                                       MUON_NS_COEFFICIENTS, OPTIMIZERS, PARTS,
                                        REMAT_POLICIES, SCHEDULER_ALIASES, SCHEDULERS,
                                        SUBLAYER_KINDS, WSD_SHAPES, DataConfig, ExecutionConfig,
                                        ModelConfig, OptimConfig, RunConfig, TrainConfig,
@@ -25,7 +26,7 @@ __all__ = [
     "ACCELERATOR_PLATFORMS", "ATTENTION_ALIASES", "ATTENTION_IMPLS", "BASE_CONFIG",
     "COMPUTE_DTYPES", "DENSE_WEIGHT_GRADS", "MAX_SGDR_CYCLES", "MLP_ACTIVATIONS", "MODEL_ALIASES",
     "MOE_IMPLS",
-    "MOE_PRIORITIES", "OPTIMIZERS", "PARTS", "REMAT_POLICIES", "SCHEDULERS", "SCHEDULER_ALIASES",
+    "MOE_PRIORITIES", "MUON_NS_COEFFICIENTS", "OPTIMIZERS", "PARTS", "REMAT_POLICIES", "SCHEDULERS", "SCHEDULER_ALIASES",
     "SUBLAYER_KINDS", "WSD_SHAPES", "ConfigError", "DataConfig", "ExecutionConfig", "ModelConfig",
     "OptimConfig", "RunConfig", "TrainConfig", "base_defaults", "build_config", "check_devices",
     "check_schedule", "check_sequence_fits", "exec_python_file", "load_config",

@@ -46,6 +46,10 @@ OPTIMIZERS = ("adamw", "sgd", "sfadamw", "lion", "muon", "adamw8bit")
 SCHEDULERS = ("cos", "linear", "constant", "sgdr", "wsd", "plateau")
 SCHEDULER_ALIASES = {"none": "constant"}
 WSD_SHAPES = ("linear", "cosine", "1-sqrt")
+# Muon's Newton-Schulz coefficient sets -> the muon_ns_steps each needs (None: any). The
+# coefficients are in minillm_jax/optim/muon.py (a test checks that the two agree).
+MUON_NS_COEFFICIENTS = {"jordan": None, "polar_express": 5}
+CAUTIOUS_WD_OPTIMIZERS = ("adamw", "muon")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -310,6 +314,9 @@ class OptimConfig:
     muon_momentum: float
     muon_ns_steps: int
     muon_weight_decay: float
+    muon_ns_coefficients: str
+    muon_normuon: bool
+    cautious_weight_decay: bool
     adam8bit_block_size: int
     adam8bit_min_size: int
     adam8bit_stochastic_round: bool
@@ -335,6 +342,16 @@ class OptimConfig:
                 f"{self.wsd_decay_frac} exceed the whole run: lower one of them")
         in_range(self, "plateau_factor", 0.0, 1.0, low_open=True)
         in_range(self, "plateau_min_scale", 0.0, 1.0, low_open=True, high_open=False)
+        one_of(self, "muon_ns_coefficients", tuple(MUON_NS_COEFFICIENTS))
+        steps = MUON_NS_COEFFICIENTS[self.muon_ns_coefficients]
+        if steps is not None and self.muon_ns_steps != steps:
+            fail("muon_ns_steps", self.muon_ns_steps,
+                 f"must be {steps} with muon_ns_coefficients={self.muon_ns_coefficients!r} "
+                 f"(one coefficient row per step)")
+        if self.cautious_weight_decay and self.opt not in CAUTIOUS_WD_OPTIMIZERS:
+            fail("cautious_weight_decay", True,
+                 f"is implemented for opt in {list(CAUTIOUS_WD_OPTIMIZERS)} only, not "
+                 f"opt={self.opt!r}")
 
     @property
     def uses_plateau(self) -> bool:

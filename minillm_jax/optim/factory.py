@@ -15,7 +15,7 @@ import optax
 
 from minillm_jax.config import OPTIMIZERS, ConfigError, OptimConfig
 from minillm_jax.optim.adam8bit import adamw_8bit, tree_bytes
-from minillm_jax.optim.muon import muon
+from minillm_jax.optim.muon import adamw, muon
 from minillm_jax.optim.plateau import plateau_from_config
 from minillm_jax.optim.schedules import build_schedule
 
@@ -48,8 +48,9 @@ def _base_optimizer(config: OptimConfig, schedule: optax.Schedule,
     Newton-Schulz iterations."""
     opt, wd = config.opt, config.weight_decay
     if opt == "adamw":
-        tx = optax.adamw(schedule, b1=config.beta1, b2=config.beta2, eps=config.eps,
-                         weight_decay=wd, mask=decay_mask)
+        tx = adamw(schedule, b1=config.beta1, b2=config.beta2, eps=config.eps,
+                   weight_decay=wd, mask=decay_mask,
+                   cautious_weight_decay=config.cautious_weight_decay)
     elif opt == "sgd":
         tx = optax.chain(optax.add_decayed_weights(wd, mask=decay_mask),
                          optax.sgd(schedule, momentum=0.9))
@@ -70,7 +71,9 @@ def _base_optimizer(config: OptimConfig, schedule: optax.Schedule,
                   ns_steps=config.muon_ns_steps,
                   weight_decay=config.muon_weight_decay,
                   adam_b1=config.beta1, adam_b2=config.beta2, adam_eps=config.eps,
-                  adam_weight_decay=wd, adam_mask=decay_mask, ns_dtype=matmul_dtype)
+                  adam_weight_decay=wd, adam_mask=decay_mask, ns_dtype=matmul_dtype,
+                  ns_coefficients=config.muon_ns_coefficients, normuon=config.muon_normuon,
+                  cautious_weight_decay=config.cautious_weight_decay)
     elif opt == "sfadamw":
         # optax.contrib.schedule_free_adamw without its built-in warm-up and with the decay mask:
         # Adam without momentum (the averaging replaces it) inside schedule_free. schedule_free
