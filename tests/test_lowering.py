@@ -91,6 +91,8 @@ def _router_dots(run) -> set[str]:
     ("best_fused", True, {}, 0),   # cuDNN attention
     ("best_fused", False, {"attention_impl": "xla"}, 0),  # XLA attention without dropout
     ("modern", True, {}, 0),  # + Muon (Newton-Schulz), untied head, qk-norm, relu2
+    # + modded-nanogpt's value embeddings (their gates) and smear, on a 4-layer modern model
+    ("modern", True, {"n_layer": 4, "value_embeddings": 2, "smear": True}, 0),
     # MoE routers stay float32 (Switch Transformer's "selective precision": top-k routing is
     # sensitive to rounding and the (C x E) router costs nothing): logits, and the gradients of
     # the router's input and kernel
@@ -109,6 +111,9 @@ def test_every_matmul_of_a_bf16_train_step_has_bf16_operands(name, cudnn, overri
         assert all(set(dot) & _router_dots(run) for dot in not_bf16), not_bf16
     assert len(not_bf16) == float32_dots, (census, not_bf16)
     assert census[("bf16", "bf16")] >= 18, census  # the model's matmuls are all there
+    if overrides.get("value_embeddings"):  # the smear and value-embedding gates' matmuls
+        pairs, x = {(a, b) for a, b, _ in dots}, f"tensor<{BATCH}x{SEQ}x12xbf16>"
+        assert {(x, "tensor<12xbf16>"), (x, f"tensor<12x{run.config.model.n_head}xbf16>")} <= pairs
     # float32 accumulation where a float32 result is needed (scores, logits, loss gradients)
     assert any(_dtype(result) == "f32" for a, b, result in dots if _dtype(a) == "bf16")
 
