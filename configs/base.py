@@ -39,6 +39,10 @@ def get_config() -> ml_collections.ConfigDict:
     c.zero_init_proj = False  # residual-branch output projections start at zero
     c.logit_softcap = 0.0  # > 0: logits = cap * tanh(logits / cap); 0 = off
     c.weighted_residual = False  # DenseFormer: block inputs = learned sums of all earlier outputs
+    # modded-nanogpt (minillm_jax/model/token_embedding_options.py): K extra token embeddings
+    # added (gated) to the attention values of the first K and the last K layers; 0 = off
+    c.value_embeddings = 0
+    c.smear = False  # add a gated share of the previous token's embedding to each embedding
     c.moe_n_experts = 8
     c.moe_top_k = 2  # 1 (Switch) or 2 (GShard/Mixtral)
     c.moe_capacity_factor = 1.25  # slots per expert = factor * k * group / E; <= 0: dropless

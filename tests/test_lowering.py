@@ -93,6 +93,8 @@ def _router_dots(run) -> set[str]:
     ("modern", True, {}, 0),  # + Muon (Newton-Schulz), untied head, qk-norm, relu2
     ("modern", True, {"muon_ns_coefficients": "polar_express", "muon_normuon": True,
                       "cautious_weight_decay": True}, 0),  # Muon's options (no extra dots)
+    # + modded-nanogpt's value embeddings (their gates) and smear, on a 4-layer modern model
+    ("modern", True, {"n_layer": 4, "value_embeddings": 2, "smear": True}, 0),
     # MoE routers stay float32 (Switch Transformer's "selective precision": top-k routing is
     # sensitive to rounding and the (C x E) router costs nothing): logits, and the gradients of
     # the router's input and kernel
@@ -111,6 +113,9 @@ def test_every_matmul_of_a_bf16_train_step_has_bf16_operands(name, cudnn, overri
         assert all(set(dot) & _router_dots(run) for dot in not_bf16), not_bf16
     assert len(not_bf16) == float32_dots, (census, not_bf16)
     assert census[("bf16", "bf16")] >= 18, census  # the model's matmuls are all there
+    if overrides.get("value_embeddings"):  # the smear and value-embedding gates' matmuls
+        pairs, x = {(a, b) for a, b, _ in dots}, f"tensor<{BATCH}x{SEQ}x12xbf16>"
+        assert {(x, "tensor<12xbf16>"), (x, f"tensor<12x{run.config.model.n_head}xbf16>")} <= pairs
     # float32 accumulation where a float32 result is needed (scores, logits, loss gradients)
     assert any(_dtype(result) == "f32" for a, b, result in dots if _dtype(a) == "bf16")
 

@@ -100,6 +100,8 @@ class ModelConfig:
     qk_norm: bool
     mlp_activation: str
     logit_softcap: float
+    value_embeddings: int
+    smear: bool
     dropout: float = _free()
     attention_dropout: float = _free()
     init_std: float = _free()
@@ -128,6 +130,13 @@ class ModelConfig:
             resolve(self, "mlp_activation", "swiglu" if self.model == "llama" else "gelu")
         if not (self.logit_softcap >= 0 and math.isfinite(self.logit_softcap)):
             fail("logit_softcap", self.logit_softcap, "must be >= 0 (0 = off; e.g. 30)")
+        if not 0 <= 2 * self.value_embeddings <= self.n_layer:
+            fail("value_embeddings", self.value_embeddings,
+                 f"must be between 0 (off) and n_layer/2={self.n_layer // 2}: table j feeds "
+                 "layers j and n_layer-K+j, and no layer takes two")
+        if (self.value_embeddings or self.smear) and self.n_embd < 12:
+            raise ConfigError(f"config.n_embd={self.n_embd} is too small for value_embeddings/"
+                              "smear: their gates read the first 12 channels (n_embd >= 12)")
         in_range(self, "dropout", 0.0, 1.0)
         if self.attention_dropout == -1.0:  # "same as dropout", as in llm-baselines
             resolve(self, "attention_dropout", self.dropout)

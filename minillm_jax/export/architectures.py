@@ -8,7 +8,8 @@ Formats:
                  ArceeForCausalLM), else the custom-code MiniLLMForCausalLM (hf-custom).
   hf-custom      MiniLLMForCausalLM (minillm_jax/export/hf_custom/, loaded with
                  trust_remote_code=True): our parameter names, torch Linear layout, every dense
-                 option (qk_norm, mlp_activation, logit_softcap, weighted_residual, block order).
+                 option (qk_norm, mlp_activation, logit_softcap, weighted_residual, block order,
+                 value_embeddings, smear).
 
 To add an architecture (e.g. MoE blocks): write its `*_rules(cfg)` function(s), its
 `check_*` expressibility function if it has options a format cannot express, and register them in
@@ -284,6 +285,11 @@ def stock_hf_entry(cfg: ModelConfig) -> tuple[Entry | None, str]:
     if cfg.logit_softcap > 0:
         missing.append(f"logit_softcap={cfg.logit_softcap} (only Gemma 2/3 soft-cap logits, and "
                        "they also scale embeddings and add post-norms)")
+    if cfg.value_embeddings:
+        missing.append(f"value_embeddings={cfg.value_embeddings} (modded-nanogpt value "
+                       "embeddings)")
+    if cfg.smear:
+        missing.append("smear=True (modded-nanogpt previous-token embedding gate)")
     if cfg.model == "gpt":
         if cfg.qk_norm:
             missing.append("qk_norm=True in a GPT-2 block")
@@ -362,6 +368,10 @@ def _refuse_non_standard_blocks(cfg: ModelConfig, fmt: str) -> None:
         problems.append("qk_norm=True (no norm on queries and keys there)")
     if cfg.logit_softcap > 0:
         problems.append(f"logit_softcap={cfg.logit_softcap} (no logit soft-capping there)")
+    if cfg.value_embeddings:
+        problems.append(f"value_embeddings={cfg.value_embeddings} (no value embeddings there)")
+    if cfg.smear:
+        problems.append("smear=True (no previous-token embedding gate there)")
     native = "swiglu" if cfg.model == "llama" else "gelu"
     if cfg.mlp_activation != native:
         problems.append(f"mlp_activation={cfg.mlp_activation!r} (its {cfg.model} MLP is "

@@ -17,6 +17,7 @@ from minillm_jax.model.attention import attention_for_device, causal_attention
 from minillm_jax.config import ExecutionConfig, ModelConfig
 from minillm_jax.model.dense import dense_dot_general
 from minillm_jax.model.precision import compute_dtype, dense_weight_grad
+from minillm_jax.model.token_embedding_options import add_value_embedding
 
 Array = jax.Array
 
@@ -111,7 +112,10 @@ class Attention(nn.Module):
     train: bool
 
     @nn.compact
-    def __call__(self, x: Array, start: Array | None = None) -> Array:
+    def __call__(self, x: Array, start: Array | None = None,
+                 value_embed: Array | None = None) -> Array:
+        """`value_embed` (B, T, C): the layer's value embedding, added to v through its gate
+        (minillm_jax/model/token_embedding_options.py)."""
         cfg, dtype = self.cfg, compute_dtype(self.execution)
         b, t, c = x.shape
         dense = lambda feats, init, name: nn.Dense(  # noqa: E731
@@ -128,6 +132,8 @@ class Attention(nn.Module):
                 positions = start + jnp.arange(t)
                 cos, sin = cos[positions], sin[positions]
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if value_embed is not None:
+            v = add_value_embedding(self, cfg, dtype, x, v, value_embed)
         if start is not None:
             y = self._cached_attention(q, k, v, start)
             return dense(c, proj_init(cfg), "c_proj")(y.reshape(b, t, c))

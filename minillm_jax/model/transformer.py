@@ -33,6 +33,9 @@ weighted_residual (DenseFormer depth-weighted average): residual_weights (n, n+1
     decayed. Row r-1 (r = 1..n) mixes the embedding h_0 and the block outputs h_1..h_r into the
     input of block r+1 (row n-1: the input of ln_f): x_r = sum_{j<=r} w[r-1, j] h_j, entries j > r
     masked to 0. Initialised to w[r-1, j] = [j == r], which is exactly the plain residual network.
+value_embeddings, smear (modded-nanogpt; minillm_jax/model/token_embedding_options.py):
+    value_embeds/embedding (K, V, C)   blocks/attn/ve_gate (n, 12, nh)   [value_embeddings = K > 0]
+    smear/gate (12,)   smear/lambda ()   [smear]; decode keeps cache/smear/previous (B, L, C)
 
 Decoding with a KV cache (`Transformer.decode`, used by minillm_jax.model.generation): the same
 parameters and the same per-token computation, but each attention layer keeps its keys and values
@@ -61,6 +64,8 @@ from jax.ad_checkpoint import checkpoint_name
 from minillm_jax.config import ExecutionConfig, ModelConfig
 from minillm_jax.model.layers import SAVED_ACTIVATIONS, MLP, Attention, make_norm, normal_init
 from minillm_jax.model.precision import compute_dtype, einsum_f32
+from minillm_jax.model.token_embedding_options import (
+    Smear, ValueEmbeddings, layer_value_embedding, value_embedding_xs)
 
 Array = jax.Array
 
@@ -88,8 +93,10 @@ class Block(nn.Module):
 
     Plain residual: carry = x (B, T, C), xs = None. weighted_residual: carry = the (n+1, B, T, C)
     running inputs `acc` (row r: the weighted sum, so far, that becomes the input of block r+1 /
-    ln_f), xs = (column (n+1,), layer index l): the block reads its input acc[l], computes
-    h_{l+1}, and adds column[r] * h_{l+1} to every row r (column[r] = w[r-1, l+1], 0 for r <= l).
+    ln_f), xs["residual"] = (column (n+1,), layer index l): the block reads its input acc[l],
+    computes h_{l+1}, and adds column[r] * h_{l+1} to every row r (column[r] = w[r-1, l+1], 0 for
+    r <= l). value_embeddings: xs["value_embed"] = (table index, flag) of the layer and
+    `value_embeds` the (K, B, T, C) lookups of all tables (the same for every layer: broadcast).
     """
 
     cfg: ModelConfig
@@ -98,26 +105,30 @@ class Block(nn.Module):
     decode: bool = False
 
     @nn.compact
-    def __call__(self, carry: Any, xs: Any = None) -> tuple[Any, dict[str, Array]]:
+    def __call__(self, carry: Any, xs: Any = None, value_embeds: Array | None = None,
+                 ) -> tuple[Any, dict[str, Array]]:
         if self.decode:
             carry, start = carry
-            out, stats = self._block(carry, xs, start)
+            out, stats = self._block(carry, xs, value_embeds, start)
             return (out, start), stats
-        return self._block(carry, xs, None)
+        return self._block(carry, xs, value_embeds, None)
 
-    def _block(self, carry: Array, xs: Any, start: Array | None) -> tuple[Array, dict]:
+    def _block(self, carry: Array, xs: Any, value_embeds: Array | None, start: Array | None,
+               ) -> tuple[Array, dict]:
         cfg = self.cfg
         if cfg.weighted_residual:
-            column, index = xs
+            column, index = xs["residual"]
             x = jax.lax.dynamic_index_in_dim(carry, index, axis=0, keepdims=False)
         else:
             x = carry
+        ve = (layer_value_embedding(value_embeds, xs["value_embed"])
+              if cfg.value_embeddings else None)
         types = _sublayer_types()
         stats: dict[str, Array] = {}
         for i, (kind, name) in enumerate(cfg.sublayers):
             h = make_norm(cfg, self.execution, f"ln_{i + 1}")(x)
             layer = types[kind](cfg, self.execution, self.train, name=name)
-            out = layer(h, start) if kind == "attn" and start is not None else layer(h)
+            out = layer(h, start, ve) if kind == "attn" else layer(h)
             if isinstance(out, tuple):  # a layer with statistics (MoE)
                 out, layer_stats = out
                 stats = {k: stats[k] + v if k in stats else v for k, v in layer_stats.items()}
@@ -166,6 +177,8 @@ def stacked_blocks(cfg: ModelConfig, execution: ExecutionConfig,
         split_rngs={"params": True, "dropout": True},
         length=cfg.n_layer,
         unroll=1 if execution.scan_layers else cfg.n_layer,
+        # value_embeddings: the lookups of all tables go to every layer (Block docstring)
+        **({"in_axes": (0, nn.broadcast)} if cfg.value_embeddings else {}),
     )
 
 
@@ -239,22 +252,29 @@ class Transformer(nn.Module):
                 x = x + wpe.embedding[:t][None].astype(x.dtype)
             else:
                 x = x + wpe(start + jnp.arange(t))[None]
+        if cfg.smear:
+            x = Smear(cfg, dtype, name="smear")(x, start)
         residual = jnp.dtype(self.execution.residual_dtype)
         x = nn.Dropout(cfg.dropout, deterministic=not train)(x).astype(residual)
         blocks = stacked_blocks(cfg, self.execution, decode=decode)(
             cfg, self.execution, train, decode, name="blocks")
-        run = ((lambda carry, xs: blocks(carry, xs)) if not decode else
-               (lambda carry, xs: _drop_start(blocks((carry, start), xs))))
+        shared, layer_xs = (), {}
+        if cfg.value_embeddings:
+            shared = (ValueEmbeddings(cfg, dtype, name="value_embeds")(idx),)
+            layer_xs["value_embed"] = value_embedding_xs(cfg)
+        run = ((lambda carry, xs: blocks(carry, xs, *shared)) if not decode else
+               (lambda carry, xs: _drop_start(blocks((carry, start), xs, *shared))))
         if cfg.weighted_residual:
-            x, stats = self._weighted_residual_stack(run, x)
+            x, stats = self._weighted_residual_stack(run, x, layer_xs)
         else:
-            x, stats = run(x, None)
+            x, stats = run(x, layer_xs or None)
         x = make_norm(cfg, self.execution, "ln_f")(x).astype(dtype)
         head = wte.embedding if cfg.tie_embeddings else LMHead(cfg, name="lm_head")()
         aux_loss, stats = _moe_objective(cfg, stats)
         return Features(x, head, aux_loss, stats)
 
-    def _weighted_residual_stack(self, blocks: Any, h0: Array) -> tuple[Array, dict]:
+    def _weighted_residual_stack(self, blocks: Any, h0: Array, layer_xs: dict,
+                                 ) -> tuple[Array, dict]:
         """DenseFormer: the input of block r+1 (and of ln_f for r = n) is sum_{j<=r} w[r-1, j] h_j.
 
         Carried as n+1 running sums (push form) rather than a buffer of block outputs (pull form):
@@ -274,7 +294,7 @@ class Transformer(nn.Module):
         start = jnp.concatenate([jnp.ones((1,), jnp.float32), weights[:, 0]])  # acc[0] = h_0
         acc = start.astype(h0.dtype)[:, None, None, None] * h0[None]
         columns = jnp.concatenate([jnp.zeros((n, 1), jnp.float32), weights[:, 1:].T], axis=1)
-        acc, stats = blocks(acc, (columns, jnp.arange(n)))
+        acc, stats = blocks(acc, {"residual": (columns, jnp.arange(n)), **layer_xs})
         return acc[n], stats
 
 

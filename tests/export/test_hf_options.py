@@ -51,6 +51,9 @@ CASES = [
     ("llama weighted_residual", "llama", dict(weighted_residual=True), CUSTOM),
     ("gpt weighted_residual untied", "gpt", dict(weighted_residual=True, tied=False), CUSTOM),
     ("llama mlp,attn", "llama", dict(block_pattern="mlp,attn", qk_norm=True), CUSTOM),
+    # modded-nanogpt embeddings: 3 layers, so that the middle one has no value embedding
+    ("llama value_embeddings smear", "llama",
+     dict(MODERN, n_layer=3, value_embeddings=1, smear=True), CUSTOM),
 ]
 
 
@@ -175,6 +178,8 @@ def _greedy_jax(config, params, prompt, n):
     ("llama modern", "llama", dict(MODERN, logit_softcap=3.0), False),
     ("gpt modern weighted_residual", "gpt", dict(MODERN, weighted_residual=True), False),
     ("llama qk_norm (Qwen3)", "llama", dict(qk_norm=True), False),
+    ("gpt value_embeddings smear weighted_residual", "gpt",
+     dict(n_layer=3, value_embeddings=1, smear=True, weighted_residual=True), False),
 ])
 def test_generate_matches_our_kv_cache_greedy_decoding(name, model, overrides, custom_code,
                                                        tmp_path):

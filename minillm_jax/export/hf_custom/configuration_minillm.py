@@ -12,6 +12,9 @@ class MiniLLMConfig(PretrainedConfig):
     qk_norm: per-head RMSNorm on queries and keys (before RoPE).
     logit_softcap: > 0 bounds the logits to (-cap, cap) with cap * tanh(logits / cap).
     weighted_residual: DenseFormer depth-weighted averages of the block outputs.
+    value_embeddings: K > 0 extra token embeddings added, gated per head, to the attention values
+        of layers j and n_layer - K + j (table j; modded-nanogpt).
+    smear: add a gated share of the previous token's embedding to each embedding (modded-nanogpt).
     """
 
     model_type = "minillm"
@@ -24,6 +27,7 @@ class MiniLLMConfig(PretrainedConfig):
                  rope_theta: float = 10000.0, block_pattern: list[str] | None = None,
                  mlp_activation: str = "swiglu", mlp_hidden: int = 2048, qk_norm: bool = False,
                  logit_softcap: float = 0.0, weighted_residual: bool = False,
+                 value_embeddings: int = 0, smear: bool = False,
                  dropout: float = 0.0, attention_dropout: float = 0.0,
                  initializer_range: float = 0.02, tie_word_embeddings: bool = True,
                  use_cache: bool = True, **kwargs):
@@ -43,6 +47,8 @@ class MiniLLMConfig(PretrainedConfig):
         self.qk_norm = qk_norm
         self.logit_softcap = logit_softcap
         self.weighted_residual = weighted_residual
+        self.value_embeddings = value_embeddings
+        self.smear = smear
         self.dropout = dropout
         self.attention_dropout = attention_dropout
         self.initializer_range = initializer_range

@@ -10,6 +10,12 @@ It computes what minillm_jax.model.transformer.Transformer computes (float32 log
   mlp          gelu (exact erf) / relu2: c_proj(act(c_fc x)); swiglu: c_proj(silu(w1 x) * w2 x)
   residuals    weighted_residual: the input of block r+1 (and of ln_f for r = n_layer) is
                sum_{j<=r} residual_weights[r-1, j] * h_j, h_0 the embeddings, h_j block j's output
+  value_embeddings (K > 0, modded-nanogpt): layers j and n_layer-K+j add table j's embedding of
+               the token to the attention values, per head h: v_h += g_h * ve_h with
+               g = 2 sigmoid(cat(x[:6], ve[:6]) @ ve_gate), x the attention's normed input
+  smear        (modded-nanogpt) after the embeddings: x_t += lambda * sigmoid(x_t[:12] . gate)
+               * x_{t-1} for t >= 1 (not across padding); with a cache, the last embedding
+               is kept on the cache object for the next call
   output       ln_f, lm_head (tied to wte or not), logits = cap * tanh(logits / cap) when
                logit_softcap > 0
 Parameter names are minillm-jax's (model.wte, model.blocks.{i}.attn.c_attn, ...) with torch's
@@ -96,11 +102,18 @@ class Attention(nn.Module):
             self.k_norm = RMSNorm(self.head_dim, config.rmsnorm_eps)
         self.qk_norm = config.qk_norm
         self.dropout = nn.Dropout(config.dropout)
+        if getattr(config, "value_embeddings", 0):
+            self.ve_gate = nn.Parameter(torch.zeros(2 * VE_GATE_CHANNELS, config.n_head))
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
-                cache: DynamicCache | None) -> torch.Tensor:
+                cache: DynamicCache | None, ve: torch.Tensor | None = None) -> torch.Tensor:
         b, t, c = x.shape
         q, k, v = self.c_attn(x).view(b, t, 3, self.n_head, self.head_dim).unbind(2)
+        if ve is not None:
+            g = VE_GATE_CHANNELS
+            gate_in = torch.cat([x[..., :g], ve[..., :g]], dim=-1)
+            gate = 2 * torch.sigmoid(gate_in @ self.ve_gate.to(x.dtype))  # (B, T, nh)
+            v = v + gate[..., None] * ve.view(b, t, self.n_head, self.head_dim)
         if self.qk_norm:
             q, k = self.q_norm(q), self.k_norm(k)
         if self.rope_theta is not None:
@@ -111,6 +124,47 @@ class Attention(nn.Module):
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.attention_dropout if self.training else 0.0)
         return self.dropout(self.c_proj(y.transpose(1, 2).reshape(b, t, c)))
+
+
+VE_GATE_CHANNELS = 6  # channels of x and of the value embedding feeding the gates
+SMEAR_GATE_CHANNELS = 12
+
+
+def value_embedding_tables(n_layer: int, k: int) -> list[int]:
+    """The value-embedding table of each layer, -1 for none: table j -> layers j, n_layer-k+j."""
+    tables = [-1] * n_layer
+    for j in range(k):
+        tables[j] = tables[n_layer - k + j] = j
+    return tables
+
+
+class ValueEmbeddings(nn.Module):
+    """K token-embedding tables, weight (K, V, C)."""
+
+    def __init__(self, config: MiniLLMConfig):
+        super().__init__()
+        self.weight = nn.Parameter(
+            torch.zeros(config.value_embeddings, config.vocab_size, config.n_embd))
+
+
+class Smear(nn.Module):
+    """x_t + lambda * sigmoid(x_t[:12] . gate) * x_{t-1}; `previous` (B, C) is the embedding
+    before the first token (zeros where there is none), `valid` (B, T) 0 where x_{t-1} is
+    padding."""
+
+    def __init__(self):
+        super().__init__()
+        self.gate = nn.Parameter(torch.zeros(SMEAR_GATE_CHANNELS))
+        self.register_parameter("lambda", nn.Parameter(torch.zeros(())))
+
+    def forward(self, x: torch.Tensor, previous: torch.Tensor,
+                valid: torch.Tensor | None) -> torch.Tensor:
+        before = torch.cat([previous[:, None].to(x.dtype), x[:, :-1]], dim=1)
+        if valid is not None:
+            before = before * valid[..., None].to(x.dtype)
+        share = getattr(self, "lambda").to(x.dtype) * torch.sigmoid(
+            x[..., :SMEAR_GATE_CHANNELS] @ self.gate.to(x.dtype))
+        return x + share[..., None] * before
 
 
 class MLP(nn.Module):
@@ -161,11 +215,11 @@ class Block(nn.Module):
             self.add_module(name, Attention(config, layer_idx) if kind == "attn" else MLP(config))
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor,
-                cache: DynamicCache | None) -> torch.Tensor:
+                cache: DynamicCache | None, ve: torch.Tensor | None = None) -> torch.Tensor:
         for i, (kind, name) in enumerate(self.sublayers):
             h = getattr(self, f"ln_{i + 1}")(x)
             layer = getattr(self, name)
-            x = x + (layer(h, positions, mask, cache) if kind == "attn" else layer(h))
+            x = x + (layer(h, positions, mask, cache, ve) if kind == "attn" else layer(h))
         return x
 
 
@@ -203,6 +257,11 @@ class MiniLLMPreTrainedModel(PreTrainedModel):
             nn.init.ones_(module.weight)
             if getattr(module, "bias", None) is not None:
                 nn.init.zeros_(module.bias)
+        elif isinstance(module, ValueEmbeddings):
+            nn.init.normal_(module.weight, 0.0, 0.01)
+        elif isinstance(module, Smear):
+            nn.init.zeros_(module.gate)
+            nn.init.zeros_(getattr(module, "lambda"))
         elif isinstance(module, MiniLLMModel) and module.residual_weights is not None:
             with torch.no_grad():
                 module.residual_weights.copy_(identity_residual_weights(module.config.n_layer))
@@ -228,6 +287,10 @@ class MiniLLMModel(MiniLLMPreTrainedModel):
         self.residual_weights = (nn.Parameter(identity_residual_weights(config.n_layer))
                                  if config.weighted_residual else None)
         self.ln_f = make_norm(config)
+        k = getattr(config, "value_embeddings", 0)
+        self.value_embeds = ValueEmbeddings(config) if k else None
+        self.ve_tables = value_embedding_tables(config.n_layer, k)
+        self.smear = Smear() if getattr(config, "smear", False) else None
         self.post_init()
 
     def get_input_embeddings(self) -> nn.Embedding:
@@ -248,17 +311,39 @@ class MiniLLMModel(MiniLLMPreTrainedModel):
         x = self.wte(input_ids)
         if self.wpe is not None:
             x = x + self.wpe(position_ids)
+        if self.smear is not None:
+            x = self._smear(x, attention_mask, past, cache)
         x = self.drop(x)
         mask = causal_mask(attention_mask, batch, length, past, input_ids.device)
+        ves = (None if self.value_embeds is None
+               else [None if j < 0 else self.value_embeds.weight[j][input_ids]
+                     for j in self.ve_tables])
         if self.residual_weights is None:
-            for block in self.blocks:
-                x = block(x, position_ids, mask, cache)
+            for i, block in enumerate(self.blocks):
+                x = block(x, position_ids, mask, cache, ves and ves[i])
         else:
-            x = self._weighted_residual_blocks(x, position_ids, mask, cache)
+            x = self._weighted_residual_blocks(x, position_ids, mask, cache, ves)
         return self.ln_f(x), cache
 
+    def _smear(self, x: torch.Tensor, attention_mask: torch.Tensor | None, past: int,
+               cache: DynamicCache | None) -> torch.Tensor:
+        """Smear, with the previous call's last embedding kept on the cache object; a token
+        whose previous position is padding (attention_mask 0) or absent is left as it is."""
+        previous = getattr(cache, "minillm_smear_previous", None) if past else None
+        if previous is None:
+            previous = torch.zeros_like(x[:, 0])
+        valid = None
+        if attention_mask is not None:
+            full = attention_mask[:, -(past + x.shape[1]):]
+            valid = torch.cat([torch.zeros_like(full[:, :1]), full[:, :-1]], 1)[:, past:]
+        out = self.smear(x, previous, valid)
+        if cache is not None:
+            cache.minillm_smear_previous = x[:, -1]
+        return out
+
     def _weighted_residual_blocks(self, h0: torch.Tensor, positions: torch.Tensor,
-                                  mask: torch.Tensor, cache: DynamicCache | None) -> torch.Tensor:
+                                  mask: torch.Tensor, cache: DynamicCache | None,
+                                  ves: list | None) -> torch.Tensor:
         weights = self.residual_weights.to(h0.dtype)
         outputs = [h0]
 
@@ -269,7 +354,8 @@ class MiniLLMModel(MiniLLMPreTrainedModel):
             return x
 
         for r, block in enumerate(self.blocks):
-            outputs.append(block(h0 if r == 0 else mix(r), positions, mask, cache))
+            outputs.append(block(h0 if r == 0 else mix(r), positions, mask, cache,
+                                 ves and ves[r]))
         return mix(len(self.blocks))
 
 
