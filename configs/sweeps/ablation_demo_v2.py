@@ -21,5 +21,12 @@ def get_sweep() -> dict:
                      save_every_minutes=0.0))
     variants = [
         {"name": "v1"},
+        {"name": "polar_express", "muon_ns_coefficients": "polar_express"},
+        {"name": "normuon", "muon_normuon": True},
+        # weight decay on the Muon group (v1 has none there), plain and cautious
+        {"name": "muon_wd", "muon_weight_decay": 0.5},
+        {"name": "muon_wd_cautious", "muon_weight_decay": 0.5, "cautious_weight_decay": True},
+        {"name": "value_embeddings", "value_embeddings": 2},  # layers 0, 1 and 2, 3
+        {"name": "smear", "smear": True},
     ]
     return {"base": base, "variants": variants, "baseline": "v1", "seeds": 3}
