@@ -39,6 +39,13 @@ def get_config() -> ml_collections.ConfigDict:
     c.zero_init_proj = False  # residual-branch output projections start at zero
     c.logit_softcap = 0.0  # > 0: logits = cap * tanh(logits / cap); 0 = off
     c.weighted_residual = False  # DenseFormer: block inputs = learned sums of all earlier outputs
+    # U-net skips (modded-nanogpt): block i's output, times a learned scalar (zero at init), is
+    # added to the input of block n_layer-1-i, for i < n_layer//2. Not with weighted_residual.
+    c.unet_skips = False
+    # Sliding-window causal attention: query t sees keys (t - window, t]; 0 = full causal.
+    c.attention_window = 0
+    # Which layers are windowed: all | alternate (even layers windowed, odd full) | all_but_last
+    c.attention_window_layers = "all"
     c.moe_n_experts = 8
     c.moe_top_k = 2  # 1 (Switch) or 2 (GShard/Mixtral)
     c.moe_capacity_factor = 1.25  # slots per expert = factor * k * group / E; <= 0: dropless

@@ -46,6 +46,8 @@ OPTIMIZERS = ("adamw", "sgd", "sfadamw", "lion", "muon", "adamw8bit")
 SCHEDULERS = ("cos", "linear", "constant", "sgdr", "wsd", "plateau")
 SCHEDULER_ALIASES = {"none": "constant"}
 WSD_SHAPES = ("linear", "cosine", "1-sqrt")
+# Which layers attention_window applies to (ModelConfig.windowed_layers)
+WINDOW_LAYERS = ("all", "alternate", "all_but_last")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -90,6 +92,9 @@ class ModelConfig:
     tie_embeddings: bool
     block_pattern: str
     weighted_residual: bool
+    unet_skips: bool
+    attention_window: int
+    attention_window_layers: str
     moe_n_experts: int
     moe_top_k: int
     moe_hidden: int
@@ -135,6 +140,14 @@ class ModelConfig:
                 f"{'/'.join(known)} (e.g. 'attn,mlp' or 'attn,moe,mlp,moe,mlp,moe')")
         if self.has_moe:
             self._check_moe()
+        if self.unet_skips and self.weighted_residual:
+            raise ConfigError("config.unet_skips=True and weighted_residual=True do not combine: "
+                              "DenseFormer's residual_weights already hold the U-net pairs; "
+                              "choose one")
+        if self.unet_skips and self.n_layer < 2:
+            fail("unet_skips", True, f"needs n_layer >= 2 (n_layer={self.n_layer} has no pairs)")
+        non_negative(self, "attention_window")
+        one_of(self, "attention_window_layers", WINDOW_LAYERS)
 
     def _check_moe(self) -> None:
         if self.moe_n_experts < 1:
@@ -192,6 +205,18 @@ class ModelConfig:
             seen[kind] = index + 1
             out.append((kind, kind if kinds.count(kind) == 1 else f"{kind}_{index}"))
         return tuple(out)
+
+    @property
+    def windowed_layers(self) -> tuple[bool, ...]:
+        """Per layer: does its attention use the sliding window (attention_window > 0)?"""
+        n, pattern = self.n_layer, self.attention_window_layers
+        if self.attention_window <= 0:
+            return (False,) * n
+        if pattern == "alternate":
+            return tuple(i % 2 == 0 for i in range(n))
+        if pattern == "all_but_last":
+            return tuple(i < n - 1 for i in range(n))
+        return (True,) * n
 
     @property
     def has_moe(self) -> bool:
