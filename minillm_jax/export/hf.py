@@ -61,7 +61,9 @@ def hf_config(cfg: ModelConfig, custom_code: bool = False) -> dict[str, Any]:
                 "rope_theta": cfg.rope_theta, "block_pattern": list(cfg.sublayer_kinds),
                 "mlp_activation": cfg.mlp_activation, "mlp_hidden": cfg.mlp_hidden,
                 "qk_norm": cfg.qk_norm, "logit_softcap": cfg.logit_softcap,
-                "weighted_residual": cfg.weighted_residual, "dropout": cfg.dropout,
+                "weighted_residual": cfg.weighted_residual, "unet_skips": cfg.unet_skips,
+                "attention_window": cfg.attention_window,
+                "windowed_layers": list(cfg.windowed_layers), "dropout": cfg.dropout,
                 "attention_dropout": cfg.attention_dropout, **common}
     if cfg.model == "gpt":
         return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",

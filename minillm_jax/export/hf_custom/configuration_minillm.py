@@ -12,6 +12,10 @@ class MiniLLMConfig(PretrainedConfig):
     qk_norm: per-head RMSNorm on queries and keys (before RoPE).
     logit_softcap: > 0 bounds the logits to (-cap, cap) with cap * tanh(logits / cap).
     weighted_residual: DenseFormer depth-weighted averages of the block outputs.
+    unet_skips: U-net skips, block i's output times unet_skip_weights[i] added to the input of
+        block n_layer-1-i (i < n_layer // 2).
+    attention_window: > 0: sliding-window attention, query t sees keys (t - window, t], in the
+        layers that windowed_layers (one bool per layer) marks; 0 = full causal everywhere.
     """
 
     model_type = "minillm"
@@ -24,6 +28,8 @@ class MiniLLMConfig(PretrainedConfig):
                  rope_theta: float = 10000.0, block_pattern: list[str] | None = None,
                  mlp_activation: str = "swiglu", mlp_hidden: int = 2048, qk_norm: bool = False,
                  logit_softcap: float = 0.0, weighted_residual: bool = False,
+                 unet_skips: bool = False, attention_window: int = 0,
+                 windowed_layers: list[bool] | None = None,
                  dropout: float = 0.0, attention_dropout: float = 0.0,
                  initializer_range: float = 0.02, tie_word_embeddings: bool = True,
                  use_cache: bool = True, **kwargs):
@@ -43,6 +49,9 @@ class MiniLLMConfig(PretrainedConfig):
         self.qk_norm = qk_norm
         self.logit_softcap = logit_softcap
         self.weighted_residual = weighted_residual
+        self.unet_skips = unet_skips
+        self.attention_window = attention_window
+        self.windowed_layers = list(windowed_layers or [attention_window > 0] * n_layer)
         self.dropout = dropout
         self.attention_dropout = attention_dropout
         self.initializer_range = initializer_range
