@@ -51,6 +51,7 @@ CASES = [
     ("llama weighted_residual", "llama", dict(weighted_residual=True), CUSTOM),
     ("gpt weighted_residual untied", "gpt", dict(weighted_residual=True, tied=False), CUSTOM),
     ("llama mlp,attn", "llama", dict(block_pattern="mlp,attn", qk_norm=True), CUSTOM),
+    ("gpt window all untied", "gpt", dict(attention_window=4, tied=False), CUSTOM),
 ]
 
 
@@ -175,6 +176,10 @@ def _greedy_jax(config, params, prompt, n):
     ("llama modern", "llama", dict(MODERN, logit_softcap=3.0), False),
     ("gpt modern weighted_residual", "gpt", dict(MODERN, weighted_residual=True), False),
     ("llama qk_norm (Qwen3)", "llama", dict(qk_norm=True), False),
+    # also the export parity of unet_skips (odd depth) and a per-layer window pattern
+    ("llama unet_skips window alternate", "llama",
+     dict(n_layer=3, unet_skips=True, attention_window=4, attention_window_layers="alternate"),
+     False),
 ])
 def test_generate_matches_our_kv_cache_greedy_decoding(name, model, overrides, custom_code,
                                                        tmp_path):
