@@ -175,7 +175,7 @@ def test_window_layers_in_the_model():
 
 
 @pytest.mark.parametrize("fields,message", [
-    (dict(unet_skips=True, weighted_residual=True), "do not combine"),
+    (dict(unet_skips=True, weighted_residual=True), "weighted_residual=False"),
     (dict(unet_skips=True, n_layer=1), "needs n_layer >= 2"),
     (dict(attention_window=-1), "attention_window"),
     (dict(attention_window=4, attention_window_layers="odd"), "attention_window_layers"),

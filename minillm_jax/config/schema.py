@@ -46,8 +46,8 @@ OPTIMIZERS = ("adamw", "sgd", "sfadamw", "lion", "muon", "adamw8bit")
 SCHEDULERS = ("cos", "linear", "constant", "sgdr", "wsd", "plateau")
 SCHEDULER_ALIASES = {"none": "constant"}
 WSD_SHAPES = ("linear", "cosine", "1-sqrt")
-# Which layers attention_window applies to (ModelConfig.windowed_layers)
-WINDOW_LAYERS = ("all", "alternate", "all_but_last")
+WINDOW_LAYERS = {"all": lambda i, n: True, "alternate": lambda i, n: i % 2 == 0,  # windowed layer?
+                 "all_but_last": lambda i, n: i < n - 1}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -140,14 +140,10 @@ class ModelConfig:
                 f"{'/'.join(known)} (e.g. 'attn,mlp' or 'attn,moe,mlp,moe,mlp,moe')")
         if self.has_moe:
             self._check_moe()
-        if self.unet_skips and self.weighted_residual:
-            raise ConfigError("config.unet_skips=True and weighted_residual=True do not combine: "
-                              "DenseFormer's residual_weights already hold the U-net pairs; "
-                              "choose one")
-        if self.unet_skips and self.n_layer < 2:
-            fail("unet_skips", True, f"needs n_layer >= 2 (n_layer={self.n_layer} has no pairs)")
+        if self.unet_skips and (self.weighted_residual or self.n_layer < 2):
+            fail("unet_skips", True, "needs n_layer >= 2 and weighted_residual=False")
         non_negative(self, "attention_window")
-        one_of(self, "attention_window_layers", WINDOW_LAYERS)
+        one_of(self, "attention_window_layers", tuple(WINDOW_LAYERS))
 
     def _check_moe(self) -> None:
         if self.moe_n_experts < 1:
@@ -207,16 +203,9 @@ class ModelConfig:
         return tuple(out)
 
     @property
-    def windowed_layers(self) -> tuple[bool, ...]:
-        """Per layer: does its attention use the sliding window (attention_window > 0)?"""
-        n, pattern = self.n_layer, self.attention_window_layers
-        if self.attention_window <= 0:
-            return (False,) * n
-        if pattern == "alternate":
-            return tuple(i % 2 == 0 for i in range(n))
-        if pattern == "all_but_last":
-            return tuple(i < n - 1 for i in range(n))
-        return (True,) * n
+    def windowed_layers(self) -> tuple[bool, ...]:  # per layer: sliding-window attention?
+        on = WINDOW_LAYERS[self.attention_window_layers]
+        return tuple(self.attention_window > 0 and on(i, self.n_layer) for i in range(self.n_layer))
 
     @property
     def has_moe(self) -> bool:
