@@ -50,6 +50,8 @@ WSD_SHAPES = ("linear", "cosine", "1-sqrt")
 # coefficients are in minillm_jax/optim/muon.py (a test checks that the two agree).
 MUON_NS_COEFFICIENTS = {"jordan": None, "polar_express": 5}
 CAUTIOUS_WD_OPTIMIZERS = ("adamw", "muon")
+WINDOW_LAYERS = {"all": lambda i, n: True, "alternate": lambda i, n: i % 2 == 0,  # windowed layer?
+                 "all_but_last": lambda i, n: i < n - 1}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -94,6 +96,9 @@ class ModelConfig:
     tie_embeddings: bool
     block_pattern: str
     weighted_residual: bool
+    unet_skips: bool
+    attention_window: int
+    attention_window_layers: str
     moe_n_experts: int
     moe_top_k: int
     moe_hidden: int
@@ -148,6 +153,10 @@ class ModelConfig:
                 f"{'/'.join(known)} (e.g. 'attn,mlp' or 'attn,moe,mlp,moe,mlp,moe')")
         if self.has_moe:
             self._check_moe()
+        if self.unet_skips and (self.weighted_residual or self.n_layer < 2):
+            fail("unet_skips", True, "needs n_layer >= 2 and weighted_residual=False")
+        non_negative(self, "attention_window")
+        one_of(self, "attention_window_layers", tuple(WINDOW_LAYERS))
 
     def _check_moe(self) -> None:
         if self.moe_n_experts < 1:
@@ -205,6 +214,11 @@ class ModelConfig:
             seen[kind] = index + 1
             out.append((kind, kind if kinds.count(kind) == 1 else f"{kind}_{index}"))
         return tuple(out)
+
+    @property
+    def windowed_layers(self) -> tuple[bool, ...]:  # per layer: sliding-window attention?
+        on = WINDOW_LAYERS[self.attention_window_layers]
+        return tuple(self.attention_window > 0 and on(i, self.n_layer) for i in range(self.n_layer))
 
     @property
     def has_moe(self) -> bool:
