@@ -27,13 +27,13 @@ from typing import Any, Mapping
 from minillm_jax.config.checks import (ConfigError, fail, in_range, non_negative, one_of,
                                        positive, resolve)
 from minillm_jax.config.files import base_defaults
+from minillm_jax.config.platforms import (COMPUTE_DTYPES, DENSE_WEIGHT_GRADS,
+                                          resolve_compute_dtype, resolve_dense_weight_grad)
 
 MODEL_ALIASES = {"gpt": "gpt", "base": "gpt", "llama": "llama", "llama2": "llama"}
 MLP_ACTIVATIONS = ("auto", "gelu", "swiglu", "relu2")
 MOE_IMPLS = ("auto", "einsum", "dropless")
 MOE_PRIORITIES = ("token", "choice")
-COMPUTE_DTYPES = ("float32", "bfloat16")
-ACCELERATOR_PLATFORMS = ("gpu", "cuda", "rocm", "tpu")
 # xla_blocks: the XLA formulation by blocks of query rows (what "xla" runs for float32 on CPUs)
 ATTENTION_IMPLS = ("auto", "xla", "xla_blocks", "cudnn")
 # "" was "let JAX choose", which is JAX's XLA path: checkpoints of runs that said "" restore.
@@ -46,8 +46,7 @@ OPTIMIZERS = ("adamw", "sgd", "sfadamw", "lion", "muon", "adamw8bit")
 SCHEDULERS = ("cos", "linear", "constant", "sgdr", "wsd", "plateau")
 SCHEDULER_ALIASES = {"none": "constant"}
 WSD_SHAPES = ("linear", "cosine", "1-sqrt")
-# Muon's Newton-Schulz coefficient sets -> the muon_ns_steps each needs (None: any). The
-# coefficients are in minillm_jax/optim/muon.py (a test checks that the two agree).
+# Muon's Newton-Schulz coefficient sets (optim/muon.py; a test) -> muon_ns_steps needed or None
 MUON_NS_COEFFICIENTS = {"jordan": None, "polar_express": 5}
 CAUTIOUS_WD_OPTIMIZERS = ("adamw", "muon")
 WINDOW_LAYERS = {"all": lambda i, n: True, "alternate": lambda i, n: i % 2 == 0,  # windowed layer?
@@ -238,31 +237,6 @@ class ModelConfig:
         if self.moe_impl == "auto":
             return "einsum" if self.moe_capacity_factor > 0 else "dropless"
         return self.moe_impl
-
-
-def resolve_compute_dtype(requested: str, platform: str) -> tuple[str, str]:
-    """(matmul input dtype, why) for config.compute_dtype on a device platform (jax's
-    `Device.platform`: cpu, gpu, tpu, ...). auto: bfloat16 on GPUs and TPUs, whose matmul units
-    are several times faster in 16 bits (PyTorch autocast's choice too); float32 on CPUs, where
-    bfloat16 matmuls are emulated and no faster."""
-    if requested != "auto":
-        return requested, f"compute_dtype={requested} in the config"
-    if platform in ACCELERATOR_PLATFORMS:
-        return "bfloat16", (f"auto: bfloat16 matmuls on {platform} (float32 parameters, "
-                            "optimizer state, norms, softmax and loss); "
-                            "--config.compute_dtype=float32 forces float32")
-    return "float32", f"auto: float32 on {platform}, where bfloat16 matmuls are no faster"
-
-
-DENSE_WEIGHT_GRADS = ("auto", "xla", "transposed")
-
-
-def resolve_dense_weight_grad(requested: str, platform: str) -> str:
-    """auto: "transposed" (minillm_jax/model/dense.py) on CPUs, autodiff's dots ("xla") on
-    accelerators, whose matmul libraries take every operand layout."""
-    if requested != "auto":
-        return requested
-    return "xla" if platform in ACCELERATOR_PLATFORMS else "transposed"
 
 
 @_from_base
