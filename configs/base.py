@@ -43,6 +43,13 @@ def get_config() -> ml_collections.ConfigDict:
     # added (gated) to the attention values of the first K and the last K layers; 0 = off
     c.value_embeddings = 0
     c.smear = False  # add a gated share of the previous token's embedding to each embedding
+    # U-net skips (modded-nanogpt): block i's output, times a learned scalar (zero at init), is
+    # added to the input of block n_layer-1-i, for i < n_layer//2. Not with weighted_residual.
+    c.unet_skips = False
+    # Sliding-window causal attention: query t sees keys (t - window, t]; 0 = full causal.
+    c.attention_window = 0
+    # Which layers are windowed: all | alternate (even layers windowed, odd full) | all_but_last
+    c.attention_window_layers = "all"
     c.moe_n_experts = 8
     c.moe_top_k = 2  # 1 (Switch) or 2 (GShard/Mixtral)
     c.moe_capacity_factor = 1.25  # slots per expert = factor * k * group / E; <= 0: dropless

@@ -38,6 +38,13 @@ def _model(scan: bool = True, remat: str = "none", **kw):
     return model, M.init_params(model, jax.random.key(0))
 
 
+def _skip_weights(params: dict) -> dict:
+    """Non-zero U-net skip weights (zero at init) where the model has them."""
+    if "unet_skip_weights" in params:
+        params = {**params, "unet_skip_weights": params["unet_skip_weights"] + 0.8}
+    return params
+
+
 def _prompt(n: int) -> list[int]:
     return np.random.default_rng(n).integers(0, 128, n).tolist()
 
@@ -86,11 +93,15 @@ def test_sampled_kv_cache_equals_full_recompute_and_is_reproducible():
 
 
 @pytest.mark.parametrize("kw,scan", [(dict(model="gpt", qk_norm=True, logit_softcap=3.0), False),
-                                     (dict(model="llama", qk_norm=True, logit_softcap=3.0), True)])
+                                     (dict(model="llama", qk_norm=True, logit_softcap=3.0), True),
+                                     (dict(model="gpt", unet_skips=True, attention_window=3,
+                                           attention_window_layers="all_but_last"), True)])
 def test_cache_logits_equal_full_forward(kw, scan):
     """Prefill of a bucket-padded prompt, then one token at a time: the logits at every position
-    equal the full forward pass's (teacher forcing)."""
+    equal the full forward pass's (teacher forcing); with a window of 3 the cache mask is banded
+    (positions >= 3 differ otherwise)."""
     model, params = _model(scan, **kw)
+    params = _skip_weights(params)
     tokens = jnp.asarray(_prompt(SEQ))[None]
     fast = lambda f: jax.jit(f, compiler_options=FAST_COMPILE)  # noqa: E731
     full = fast(lambda p, x: model.apply({"params": p}, x))(params, tokens)[0]

@@ -27,13 +27,13 @@ from typing import Any, Mapping
 from minillm_jax.config.checks import (ConfigError, fail, in_range, non_negative, one_of,
                                        positive, resolve)
 from minillm_jax.config.files import base_defaults
+from minillm_jax.config.platforms import (COMPUTE_DTYPES, DENSE_WEIGHT_GRADS,
+                                          resolve_compute_dtype, resolve_dense_weight_grad)
 
 MODEL_ALIASES = {"gpt": "gpt", "base": "gpt", "llama": "llama", "llama2": "llama"}
 MLP_ACTIVATIONS = ("auto", "gelu", "swiglu", "relu2")
 MOE_IMPLS = ("auto", "einsum", "dropless")
 MOE_PRIORITIES = ("token", "choice")
-COMPUTE_DTYPES = ("float32", "bfloat16")
-ACCELERATOR_PLATFORMS = ("gpu", "cuda", "rocm", "tpu")
 # xla_blocks: the XLA formulation by blocks of query rows (what "xla" runs for float32 on CPUs)
 ATTENTION_IMPLS = ("auto", "xla", "xla_blocks", "cudnn")
 # "" was "let JAX choose", which is JAX's XLA path: checkpoints of runs that said "" restore.
@@ -46,10 +46,11 @@ OPTIMIZERS = ("adamw", "sgd", "sfadamw", "lion", "muon", "adamw8bit")
 SCHEDULERS = ("cos", "linear", "constant", "sgdr", "wsd", "plateau")
 SCHEDULER_ALIASES = {"none": "constant"}
 WSD_SHAPES = ("linear", "cosine", "1-sqrt")
-# Muon's Newton-Schulz coefficient sets -> the muon_ns_steps each needs (None: any). The
-# coefficients are in minillm_jax/optim/muon.py (a test checks that the two agree).
+# Muon's Newton-Schulz coefficient sets (optim/muon.py; a test) -> muon_ns_steps needed or None
 MUON_NS_COEFFICIENTS = {"jordan": None, "polar_express": 5}
 CAUTIOUS_WD_OPTIMIZERS = ("adamw", "muon")
+WINDOW_LAYERS = {"all": lambda i, n: True, "alternate": lambda i, n: i % 2 == 0,  # windowed layer?
+                 "all_but_last": lambda i, n: i < n - 1}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -94,6 +95,9 @@ class ModelConfig:
     tie_embeddings: bool
     block_pattern: str
     weighted_residual: bool
+    unet_skips: bool
+    attention_window: int
+    attention_window_layers: str
     moe_n_experts: int
     moe_top_k: int
     moe_hidden: int
@@ -148,6 +152,10 @@ class ModelConfig:
                 f"{'/'.join(known)} (e.g. 'attn,mlp' or 'attn,moe,mlp,moe,mlp,moe')")
         if self.has_moe:
             self._check_moe()
+        if self.unet_skips and (self.weighted_residual or self.n_layer < 2):
+            fail("unet_skips", True, "needs n_layer >= 2 and weighted_residual=False")
+        non_negative(self, "attention_window")
+        one_of(self, "attention_window_layers", tuple(WINDOW_LAYERS))
 
     def _check_moe(self) -> None:
         if self.moe_n_experts < 1:
@@ -207,6 +215,11 @@ class ModelConfig:
         return tuple(out)
 
     @property
+    def windowed_layers(self) -> tuple[bool, ...]:  # per layer: sliding-window attention?
+        on = WINDOW_LAYERS[self.attention_window_layers]
+        return tuple(self.attention_window > 0 and on(i, self.n_layer) for i in range(self.n_layer))
+
+    @property
     def has_moe(self) -> bool:
         return "moe" in self.sublayer_kinds
 
@@ -224,31 +237,6 @@ class ModelConfig:
         if self.moe_impl == "auto":
             return "einsum" if self.moe_capacity_factor > 0 else "dropless"
         return self.moe_impl
-
-
-def resolve_compute_dtype(requested: str, platform: str) -> tuple[str, str]:
-    """(matmul input dtype, why) for config.compute_dtype on a device platform (jax's
-    `Device.platform`: cpu, gpu, tpu, ...). auto: bfloat16 on GPUs and TPUs, whose matmul units
-    are several times faster in 16 bits (PyTorch autocast's choice too); float32 on CPUs, where
-    bfloat16 matmuls are emulated and no faster."""
-    if requested != "auto":
-        return requested, f"compute_dtype={requested} in the config"
-    if platform in ACCELERATOR_PLATFORMS:
-        return "bfloat16", (f"auto: bfloat16 matmuls on {platform} (float32 parameters, "
-                            "optimizer state, norms, softmax and loss); "
-                            "--config.compute_dtype=float32 forces float32")
-    return "float32", f"auto: float32 on {platform}, where bfloat16 matmuls are no faster"
-
-
-DENSE_WEIGHT_GRADS = ("auto", "xla", "transposed")
-
-
-def resolve_dense_weight_grad(requested: str, platform: str) -> str:
-    """auto: "transposed" (minillm_jax/model/dense.py) on CPUs, autodiff's dots ("xla") on
-    accelerators, whose matmul libraries take every operand layout."""
-    if requested != "auto":
-        return requested
-    return "xla" if platform in ACCELERATOR_PLATFORMS else "transposed"
 
 
 @_from_base

@@ -282,6 +282,10 @@ def stock_hf_entry(cfg: ModelConfig) -> tuple[Entry | None, str]:
         missing.append(f"block_pattern={cfg.block_pattern!r}")
     if cfg.weighted_residual:
         missing.append("weighted_residual=True (DenseFormer residual weights)")
+    if cfg.unet_skips:
+        missing.append("unet_skips=True (U-net skip weights)")
+    if cfg.attention_window > 0:
+        missing.append(f"attention_window={cfg.attention_window} (sliding-window attention)")
     if cfg.logit_softcap > 0:
         missing.append(f"logit_softcap={cfg.logit_softcap} (only Gemma 2/3 soft-cap logits, and "
                        "they also scale embeddings and add post-norms)")
@@ -364,6 +368,11 @@ def _refuse_non_standard_blocks(cfg: ModelConfig, fmt: str) -> None:
                         "exists there; MoE and Brainformer blocks cannot be expressed)")
     if cfg.weighted_residual:
         problems.append("weighted_residual=True (no such residual mixing there)")
+    if cfg.unet_skips:
+        problems.append("unet_skips=True (no U-net skip connections there)")
+    if cfg.attention_window > 0:
+        problems.append(f"attention_window={cfg.attention_window} (only full causal attention "
+                        "there)")
     if cfg.qk_norm:
         problems.append("qk_norm=True (no norm on queries and keys there)")
     if cfg.logit_softcap > 0:

@@ -63,7 +63,8 @@ def hf_config(cfg: ModelConfig, custom_code: bool = False) -> dict[str, Any]:
                 "qk_norm": cfg.qk_norm, "logit_softcap": cfg.logit_softcap,
                 "weighted_residual": cfg.weighted_residual,
                 "value_embeddings": cfg.value_embeddings, "smear": cfg.smear,
-                "dropout": cfg.dropout,
+                "unet_skips": cfg.unet_skips, "attention_window": cfg.attention_window,
+                "windowed_layers": list(cfg.windowed_layers), "dropout": cfg.dropout,
                 "attention_dropout": cfg.attention_dropout, **common}
     if cfg.model == "gpt":
         return {"architectures": ["GPT2LMHeadModel"], "model_type": "gpt2",

@@ -19,6 +19,20 @@ recomputes the (B, H, T, T) tensors of one layer at a time instead of storing th
 layers. The masks are drawn with XLA's RngBitGenerator (`dropout_keep_mask`), several times
 cheaper than threefry over B x H x T x T elements. Evaluation has no dropout and takes the chosen
 kernel.
+
+Sliding-window attention (config.attention_window = W > 0; Longformer, Beltagy et al. 2020;
+Mistral 7B; modded-nanogpt's short/long-window layers): query t sees keys (t - W, t], i.e. itself
+and the W - 1 keys before it. Every kernel takes `window` (keys visible, self included; 0 = full
+causal): the XLA paths AND a band into the causal mask (`visible`), xla_blocks also skips the key
+blocks wholly left of the band when the window is a Python int, cuDNN gets
+local_window_size=(W - 1, 0) and skips the blocks outside the band itself. A window that differs
+between the layers of one scanned program (attention_window_layers != "all") is a traced
+per-layer flag `windowed`: the XLA paths turn it into a traced window (T = full), cuDNN, whose
+window is static, runs a lax.cond between its windowed and full kernels (one branch executes per
+layer; both are compiled). modded-nanogpt also grows the window during training (window warm-up);
+that is left out: the window would be a traced value changing every few steps, which cuDNN's
+static local_window_size cannot take (a recompile per size) and which would stop xla_blocks
+skipping blocks.
 """
 
 from __future__ import annotations
@@ -116,17 +130,42 @@ def fused_config_advice(choice: AttentionChoice, attention_dropout: float) -> st
             "A100 (python tools/gpu_aot.py; docs/performance.md)")
 
 
+def visible(q_positions: Array, k_len: int, window: int | Array = 0) -> Array:
+    """(Tq, k_len) bool: query position p sees key positions j <= p, and with window W > 0
+    only those with p - j < W (the band (p - W, p]). W may be traced."""
+    keys = jnp.arange(k_len)[None, :]
+    rows = q_positions[:, None]
+    mask = keys <= rows
+    if isinstance(window, int) and window <= 0:
+        return mask
+    return mask & (rows - keys < window)
+
+
 def causal_attention(q: Array, k: Array, v: Array, *, dropout_rate: float,
-                     dropout_rng: Array | None, implementation: str) -> Array:
+                     dropout_rng: Array | None, implementation: str, window: int = 0,
+                     windowed: Array | None = None) -> Array:
     """Causal softmax attention over (B, T, nh, hs), with dropout on the probabilities when a
-    dropout key is given (training)."""
-    if dropout_rng is None or dropout_rate == 0.0:
+    dropout key is given (training). window > 0: sliding window of that many keys (module
+    docstring); `windowed`, a traced bool, applies it only where true (per-layer patterns)."""
+    use_dropout = dropout_rng is not None and dropout_rate > 0.0
+    if window > 0 and windowed is not None:
+        if implementation == "cudnn" and not use_dropout:
+            kernel = functools.partial(causal_attention, dropout_rate=0.0, dropout_rng=None,
+                                       implementation="cudnn")
+            return jax.lax.cond(windowed, lambda: kernel(q, k, v, window=window),
+                                lambda: kernel(q, k, v))
+        window = jnp.where(windowed, window, q.shape[1])  # traced; T keys = full causal
+    if not use_dropout:
         if implementation == "cudnn":
-            return jax.nn.dot_product_attention(q, k, v, is_causal=True, implementation="cudnn")
+            local = (window - 1, 0) if window > 0 else None
+            return jax.nn.dot_product_attention(q, k, v, is_causal=True, local_window_size=local,
+                                                implementation="cudnn")
         if implementation == "xla_blocks":
-            return causal_attention_by_blocks(q, k, v)
-        return xla_attention(q, k, v)
-    return dropout_attention(q, k, v, dropout_rng, dropout_rate)
+            return causal_attention_by_blocks(q, k, v, window=window)
+        return xla_attention(q, k, v, window)
+    if isinstance(window, int) and window <= 0:  # full causal: the program without a band
+        return dropout_attention(q, k, v, dropout_rng, dropout_rate)
+    return dropout_attention(q, k, v, dropout_rng, dropout_rate, jnp.asarray(window, jnp.int32))
 
 
 def dropout_keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
@@ -141,13 +180,14 @@ def dropout_keep_mask(rng: Array, rate: float, shape: tuple[int, ...]) -> Array:
     return jax.random.bernoulli(jax.random.wrap_key_data(words, impl="rbg"), 1.0 - rate, shape)
 
 
-def _attention(q: Array, k: Array, v: Array, rng: Array | None, rate: float) -> Array:
+def _attention(q: Array, k: Array, v: Array, rng: Array | None, rate: float,
+               window: int | Array = 0) -> Array:
     """The XLA formulation, with dropout on the probabilities when `rng` is given: float32
-    scores and softmax, matmuls on the inputs' dtype."""
+    scores and softmax, matmuls on the inputs' dtype. window: `visible`'s band (0 = none)."""
     scale = 1.0 / math.sqrt(q.shape[-1])
     scores = einsum_f32("bqhd,bkhd->bhqk", q, k) * scale
     t = q.shape[1]
-    mask = jnp.tril(jnp.ones((t, t), dtype=bool))
+    mask = visible(jnp.arange(t), t, window)
     scores = jnp.where(mask[None, None], scores, jnp.finfo(jnp.float32).min)
     probs = jax.nn.softmax(scores, axis=-1)
     if rng is not None:
@@ -156,12 +196,14 @@ def _attention(q: Array, k: Array, v: Array, rng: Array | None, rate: float) -> 
     return jnp.einsum("bhqk,bkhd->bqhd", probs.astype(v.dtype), v)
 
 
-def xla_attention(q: Array, k: Array, v: Array) -> Array:
-    """Causal attention, XLA formulation, no dropout (q, k, v: (B, T, nh, hs), one dtype)."""
-    return _attention(q, k, v, None, 0.0)
+def xla_attention(q: Array, k: Array, v: Array, window: int | Array = 0) -> Array:
+    """Causal attention, XLA formulation, no dropout (q, k, v: (B, T, nh, hs), one dtype);
+    window > 0: sliding window (`visible`)."""
+    return _attention(q, k, v, None, 0.0, window)
 
 
-def causal_attention_by_blocks(q: Array, k: Array, v: Array, n_blocks: int = 4) -> Array:
+def causal_attention_by_blocks(q: Array, k: Array, v: Array, n_blocks: int = 4,
+                               window: int | Array = 0) -> Array:
     """Float32 causal attention over (B, T, nh, hs), one block of query rows at a time, each
     against only the keys up to its last row: the key blocks above the diagonal, all masked,
     are never multiplied (5/8 of the full product's score and value FLOPs for 4 blocks).
@@ -172,7 +214,8 @@ def causal_attention_by_blocks(q: Array, k: Array, v: Array, n_blocks: int = 4) 
     forward and backward: 47.6-51.5 ms (min-median) against 101-109 ms for
     `jax.nn.dot_product_attention(implementation="xla")` (interleaved runs); with 2 blocks
     56-60 ms, with 8 blocks 52-57 ms. Same values to float32 rounding. A length that n_blocks
-    does not divide, or under 64, takes one block."""
+    does not divide, or under 64, takes one block. A static window > 0 also skips the key blocks
+    wholly left of the band (keys from start - window + 1 on); a traced one only masks."""
     b, t, h, d = q.shape
     if t % n_blocks or t < 64:
         n_blocks = 1
@@ -182,17 +225,20 @@ def causal_attention_by_blocks(q: Array, k: Array, v: Array, n_blocks: int = 4) 
     outputs = []
     for i in range(n_blocks):
         start, end = i * rows, (i + 1) * rows
-        scores = jnp.einsum("bhqd,bhkd->bhqk", q[:, :, start:end], k[:, :, :end])
-        visible = jnp.arange(end)[None, :] <= jnp.arange(start, end)[:, None]
-        scores = jnp.where(visible, scores, jnp.finfo(jnp.float32).min)
+        first = max(0, start - window + 1) if isinstance(window, int) and window > 0 else 0
+        scores = jnp.einsum("bhqd,bhkd->bhqk", q[:, :, start:end], k[:, :, first:end])
+        mask = visible(jnp.arange(start, end) - first, end - first, window)
+        scores = jnp.where(mask, scores, jnp.finfo(jnp.float32).min)
         probs = jax.nn.softmax(scores, axis=-1)
-        outputs.append(jnp.einsum("bhqk,bhkd->bhqd", probs, v[:, :, :end]))
+        outputs.append(jnp.einsum("bhqk,bhkd->bhqd", probs, v[:, :, first:end]))
     return jnp.swapaxes(jnp.concatenate(outputs, axis=2), 1, 2)
 
 
-def _dropout_attention(q: Array, k: Array, v: Array, rng: Array, rate: float) -> Array:
-    """The XLA formulation with dropout on the probabilities (softmax in float32)."""
-    return _attention(q, k, v, rng, rate)
+def _dropout_attention(q: Array, k: Array, v: Array, rng: Array, rate: float,
+                       window: Array | int = 0) -> Array:
+    """The XLA formulation with dropout on the probabilities (softmax in float32); window > 0:
+    sliding window (`visible`; an array here, so static and traced windows share a program)."""
+    return _attention(q, k, v, rng, rate, window)
 
 
 # Saves only the inputs: the backward pass recomputes scores, probabilities and the dropout mask

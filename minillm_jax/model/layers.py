@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 from jax.ad_checkpoint import checkpoint_name
 
-from minillm_jax.model.attention import attention_for_device, causal_attention
+from minillm_jax.model.attention import attention_for_device, causal_attention, visible
 from minillm_jax.config import ExecutionConfig, ModelConfig
 from minillm_jax.model.dense import dense_dot_general
 from minillm_jax.model.precision import compute_dtype, dense_weight_grad
@@ -105,7 +105,9 @@ def apply_rope(x: Array, cos: Array, sin: Array) -> Array:
 
 class Attention(nn.Module):
     """Causal self-attention. With `start` (a traced int: decode mode, see the module docstring)
-    the T tokens of x sit at positions start .. start+T-1 and attend to the KV cache."""
+    the T tokens of x sit at positions start .. start+T-1 and attend to the KV cache.
+    cfg.attention_window > 0: sliding-window attention (minillm_jax/model/attention.py) where
+    `windowed` is true: True (static: every layer) or a traced per-layer bool."""
 
     cfg: ModelConfig
     execution: ExecutionConfig
@@ -113,9 +115,10 @@ class Attention(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, start: Array | None = None,
-                 value_embed: Array | None = None) -> Array:
-        """`value_embed` (B, T, C): the layer's value embedding, added to v through its gate
-        (minillm_jax/model/token_embedding_options.py)."""
+                 windowed: Array | bool = True, value_embed: Array | None = None) -> Array:
+        """`windowed`: whether this layer's attention is windowed (cfg.attention_window; a traced
+        per-layer flag when layers differ). `value_embed` (B, T, C): the layer's value
+        embedding, added to v through its gate (minillm_jax/model/token_embedding_options.py)."""
         cfg, dtype = self.cfg, compute_dtype(self.execution)
         b, t, c = x.shape
         dense = lambda feats, init, name: nn.Dense(  # noqa: E731
@@ -135,7 +138,7 @@ class Attention(nn.Module):
         if value_embed is not None:
             v = add_value_embedding(self, cfg, dtype, x, v, value_embed)
         if start is not None:
-            y = self._cached_attention(q, k, v, start)
+            y = self._cached_attention(q, k, v, start, windowed)
             return dense(c, proj_init(cfg), "c_proj")(y.reshape(b, t, c))
         q, k, v = checkpoint_name((q, k, v), SAVED_ACTIVATIONS["qkv"])
         rate = cfg.attention_dropout
@@ -143,9 +146,11 @@ class Attention(nn.Module):
         impl = self.execution.attention_impl
         if impl == "auto":  # a model built outside build_run, which resolves it once
             impl = attention_for_device(impl, dtype.name, cfg.head_dim, rate).impl
+        window = cfg.attention_window if windowed is not False else 0
         y = causal_attention(
             q, k, v, dropout_rate=rate,
-            dropout_rng=self.make_rng("dropout") if use_dropout else None, implementation=impl)
+            dropout_rng=self.make_rng("dropout") if use_dropout else None, implementation=impl,
+            window=window, windowed=None if windowed is True else windowed)
         # named as the kernel returns it: reshaped first, it would be a second copy of the cuDNN
         # output that the remat policy saves anyway
         if impl != "cudnn":
@@ -154,9 +159,11 @@ class Attention(nn.Module):
         y = dense(c, proj_init(cfg), "c_proj")(y)
         return nn.Dropout(cfg.dropout, deterministic=not self.train)(y)
 
-    def _cached_attention(self, q: Array, k: Array, v: Array, start: Array) -> Array:
+    def _cached_attention(self, q: Array, k: Array, v: Array, start: Array,
+                          windowed: Array | bool) -> Array:
         """Writes k, v (B, T, nh, hs) into cache rows start .. start+T-1, then attends from the
-        queries of positions start+i to the cache rows <= start+i (XLA kernel: any device)."""
+        queries of positions start+i to the cache rows <= start+i, and > start+i-window with a
+        sliding window (XLA kernel: any device)."""
         b, t, h, d = k.shape
         shape = (b, self.cfg.sequence_length, h, d)
         cached_k = self.variable("cache", "key", jnp.zeros, shape, k.dtype)
@@ -165,8 +172,10 @@ class Attention(nn.Module):
         index = (zero, jnp.asarray(start, jnp.int32), zero, zero)
         cached_k.value = jax.lax.dynamic_update_slice(cached_k.value, k, index)
         cached_v.value = jax.lax.dynamic_update_slice(cached_v.value, v, index)
-        rows = jnp.arange(shape[1])
-        mask = rows[None, :] <= (start + jnp.arange(t))[:, None]  # (T, L)
+        window = self.cfg.attention_window if windowed is not False else 0
+        if window > 0 and windowed is not True:  # traced per-layer flag; L keys = full causal
+            window = jnp.where(windowed, window, shape[1])
+        mask = visible(start + jnp.arange(t), shape[1], window)  # (T, L)
         return jax.nn.dot_product_attention(q, cached_k.value, cached_v.value,
                                             mask=mask[None, None], implementation="xla")
 

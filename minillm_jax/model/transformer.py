@@ -29,6 +29,10 @@ MoE sublayer (E = moe_n_experts, H = moe_hidden or the dense MLP hidden size):
     gpt:   blocks/moe/c_fc/kernel (n, E, C, H)  blocks/moe/c_proj/kernel (n, E, H, C)
            (+ c_fc/bias (n, E, H), c_proj/bias (n, E, C) when bias=True)
     i.e. torch-style expert e, layer i: w1.weight = kernel[i, e].T (out, in).
+unet_skips (modded-nanogpt U-net skips, Transformer._unet_skip_stack): unet_skip_weights
+    (n//2,), float32, not decayed, zero at init (the plain network).
+attention_window / attention_window_layers (sliding-window attention,
+    minillm_jax/model/attention.py): no parameters.
 weighted_residual (DenseFormer depth-weighted average): residual_weights (n, n+1), float32, not
     decayed. Row r-1 (r = 1..n) mixes the embedding h_0 and the block outputs h_1..h_r into the
     input of block r+1 (row n-1: the input of ln_f): x_r = sum_{j<=r} w[r-1, j] h_j, entries j > r
@@ -47,8 +51,9 @@ query start+i attend to cache rows <= start+i (a mask over the whole cache lengt
 filled prefix are never read). Prefill is decode(prompt, 0) (rows past the prompt may hold
 padding, which later steps overwrite before any query can see them), then decode(token, pos) once
 per token; start + T <= sequence_length is the caller's to keep (minillm_jax.model.generation slides the
-window by recomputing it). MoE and weighted_residual need nothing extra: both act on each token on
-its own (capacity-limited MoE excepted, see minillm_jax.model.generation).
+window by recomputing it). MoE, weighted_residual and unet_skips need nothing extra: they act on
+each token on its own (capacity-limited MoE excepted, see minillm_jax.model.generation). With
+attention_window the cache mask is banded too: query start+i sees rows (start+i-window, start+i].
 """
 
 from __future__ import annotations
@@ -91,12 +96,18 @@ class Block(nn.Module):
     decode=True (KV-cache decoding): carry = (that carry, start), start the position of the
     first token, handed to the attention sublayers and carried through unchanged.
 
-    Plain residual: carry = x (B, T, C), xs = None. weighted_residual: carry = the (n+1, B, T, C)
-    running inputs `acc` (row r: the weighted sum, so far, that becomes the input of block r+1 /
-    ln_f), xs["residual"] = (column (n+1,), layer index l): the block reads its input acc[l],
-    computes h_{l+1}, and adds column[r] * h_{l+1} to every row r (column[r] = w[r-1, l+1], 0 for
-    r <= l). value_embeddings: xs["value_embed"] = (table index, flag) of the layer and
-    `value_embeds` the (K, B, T, C) lookups of all tables (the same for every layer: broadcast).
+    Plain residual: carry = x (B, T, C), xs = None or a dict of per-layer values: "windowed",
+    the layer's sliding-window flag, when cfg.windowed_layers mixes windowed and full layers;
+    "value_embed" = (table index, flag) of the layer with value_embeddings, whose (K, B, T, C)
+    lookups of all tables come as `value_embeds` (the same for every layer: broadcast).
+    weighted_residual: carry = the (n+1, B, T, C) running inputs `acc` (row r: the weighted sum,
+    so far, that becomes the input of block r+1 / ln_f), xs["dense"] = (column (n+1,), layer
+    index l): the block reads its input acc[l], computes h_{l+1}, and adds column[r] * h_{l+1} to
+    every row r (column[r] = w[r-1, l+1], 0 for r <= l). unet_skips: carry = (x, skips), skips
+    (n//2 + 1, B, T, C) the saved encoder outputs (last row a sink), xs["unet"] = (weight, read,
+    write): x += weight * skips[read] (weight 0 outside the decoder half), the sublayers, then
+    skips[write] = x (`_unet_skip_stack`). The sublayers are the `sublayers` method, which
+    stacked_blocks remats on its own with unet_skips, so that the skips are not saved per layer.
     """
 
     cfg: ModelConfig
@@ -113,30 +124,50 @@ class Block(nn.Module):
             return (out, start), stats
         return self._block(carry, xs, value_embeds, None)
 
-    def _block(self, carry: Array, xs: Any, value_embeds: Array | None, start: Array | None,
-               ) -> tuple[Array, dict]:
+    def _block(self, carry: Any, xs: Any, value_embeds: Array | None, start: Array | None,
+               ) -> tuple[Any, dict]:
         cfg = self.cfg
+        xs = xs or {}
+        windowed = xs.get("windowed", True)
         if cfg.weighted_residual:
-            column, index = xs["residual"]
+            column, index = xs["dense"]
             x = jax.lax.dynamic_index_in_dim(carry, index, axis=0, keepdims=False)
+        elif cfg.unet_skips:
+            x, skips = carry
+            weight, read, write = xs["unet"]
+            skip = jax.lax.dynamic_index_in_dim(skips, read, axis=0, keepdims=False)
+            x = x + weight.astype(x.dtype) * skip
         else:
             x = carry
         ve = (layer_value_embedding(value_embeds, xs["value_embed"])
               if cfg.value_embeddings else None)
+        x, stats = self.sublayers(x, start, windowed, ve)
+        if cfg.weighted_residual:
+            return carry + column.astype(carry.dtype)[:, None, None, None] * x[None], stats
+        if cfg.unet_skips:
+            return (x, jax.lax.dynamic_update_index_in_dim(skips, x, write, axis=0)), stats
+        return x, stats
+
+    def sublayers(self, x: Array, start: Array | None, windowed: Array | bool,
+                  value_embed: Array | None = None) -> tuple[Array, dict]:
+        """The block proper: block input (B, T, C) -> block output h, summed MoE statistics."""
+        cfg = self.cfg
         types = _sublayer_types()
         stats: dict[str, Array] = {}
         for i, (kind, name) in enumerate(cfg.sublayers):
             h = make_norm(cfg, self.execution, f"ln_{i + 1}")(x)
             layer = types[kind](cfg, self.execution, self.train, name=name)
-            out = layer(h, start, ve) if kind == "attn" else layer(h)
+            if kind == "attn" and (start is not None or windowed is not True
+                                   or value_embed is not None):
+                out = layer(h, start, windowed, value_embed)
+            else:
+                out = layer(h)
             if isinstance(out, tuple):  # a layer with statistics (MoE)
                 out, layer_stats = out
                 stats = {k: stats[k] + v if k in stats else v for k, v in layer_stats.items()}
             x = x + out.astype(x.dtype)  # the residual stream keeps its own dtype
             if i < len(cfg.sublayers) - 1:
                 x = checkpoint_name(x, SAVED_ACTIVATIONS["residual stream"])
-        if cfg.weighted_residual:
-            return carry + column.astype(carry.dtype)[:, None, None, None] * x[None], stats
         return x, stats
 
 
@@ -169,8 +200,11 @@ def stacked_blocks(cfg: ModelConfig, execution: ExecutionConfig,
     (no gradients) leaves out remat.
     """
     if execution.remat != "none" and not decode:
+        # unet_skips: remat only the sublayers, whose input is x alone; rematting the whole
+        # block would save its input carry, skips included, at every layer (O(n^2) memory)
         block_cls = nn.remat(block_cls, prevent_cse=False,
-                             policy=REMAT_POLICIES[execution.remat])
+                             policy=REMAT_POLICIES[execution.remat],
+                             methods=["sublayers"] if cfg.unet_skips else None)
     return nn.scan(
         block_cls,
         variable_axes={"params": 0, "cache": 0},
@@ -258,23 +292,26 @@ class Transformer(nn.Module):
         x = nn.Dropout(cfg.dropout, deterministic=not train)(x).astype(residual)
         blocks = stacked_blocks(cfg, self.execution, decode=decode)(
             cfg, self.execution, train, decode, name="blocks")
-        shared, layer_xs = (), {}
+        shared, xs = (), {}
         if cfg.value_embeddings:
             shared = (ValueEmbeddings(cfg, dtype, name="value_embeds")(idx),)
-            layer_xs["value_embed"] = value_embedding_xs(cfg)
+            xs["value_embed"] = value_embedding_xs(cfg)
+        if cfg.attention_window > 0 and not all(cfg.windowed_layers):
+            xs["windowed"] = jnp.asarray(cfg.windowed_layers)
         run = ((lambda carry, xs: blocks(carry, xs, *shared)) if not decode else
                (lambda carry, xs: _drop_start(blocks((carry, start), xs, *shared))))
         if cfg.weighted_residual:
-            x, stats = self._weighted_residual_stack(run, x, layer_xs)
+            x, stats = self._weighted_residual_stack(run, x, xs)
+        elif cfg.unet_skips:
+            x, stats = self._unet_skip_stack(run, x, xs)
         else:
-            x, stats = run(x, layer_xs or None)
+            x, stats = run(x, xs or None)
         x = make_norm(cfg, self.execution, "ln_f")(x).astype(dtype)
         head = wte.embedding if cfg.tie_embeddings else LMHead(cfg, name="lm_head")()
         aux_loss, stats = _moe_objective(cfg, stats)
         return Features(x, head, aux_loss, stats)
 
-    def _weighted_residual_stack(self, blocks: Any, h0: Array, layer_xs: dict,
-                                 ) -> tuple[Array, dict]:
+    def _weighted_residual_stack(self, blocks: Any, h0: Array, xs: dict) -> tuple[Array, dict]:
         """DenseFormer: the input of block r+1 (and of ln_f for r = n) is sum_{j<=r} w[r-1, j] h_j.
 
         Carried as n+1 running sums (push form) rather than a buffer of block outputs (pull form):
@@ -294,8 +331,38 @@ class Transformer(nn.Module):
         start = jnp.concatenate([jnp.ones((1,), jnp.float32), weights[:, 0]])  # acc[0] = h_0
         acc = start.astype(h0.dtype)[:, None, None, None] * h0[None]
         columns = jnp.concatenate([jnp.zeros((n, 1), jnp.float32), weights[:, 1:].T], axis=1)
-        acc, stats = blocks(acc, {"residual": (columns, jnp.arange(n)), **layer_xs})
+        acc, stats = blocks(acc, {**xs, "dense": (columns, jnp.arange(n))})
         return acc[n], stats
+
+    def _unet_skip_stack(self, blocks: Any, h0: Array, xs: dict) -> tuple[Array, dict]:
+        """U-net skips (modded-nanogpt, Oct-Nov 2024 records): with m = n//2 pairs, the output
+        h_{i+1} of block i < m, times a learned scalar unet_skip_weights[i], is added to the
+        input of block n-1-i (and so stays in the residual stream after it). For even n the
+        middle pair adds block m-1's output to itself: x = (1 + w) h_m, as modded-nanogpt does.
+        It is the sparse DenseFormer x_r = h_r + w * h_{n-r}, but with one read and one write
+        per block rather than DenseFormer's n+1 running sums.
+
+        Initialised to zero, so that at init the model is exactly the plain network (and
+        unet_skips=False's parameters plus zeros give the same logits); modded-nanogpt
+        initialises its skip_weights to ones.
+
+        Carried as (x, skips): skips (m+1, B, T, C) in the residual dtype holds the encoder
+        outputs, row m a sink that the other blocks write to (its reads have weight 0). Per
+        block: one (B, T, C) slice read, one multiply-add and one in-place row write; memory:
+        the m+1 skip rows, plus one (B, T, C) per layer that the backward pass keeps for the
+        weight's gradient (the slice read).
+        """
+        n = self.cfg.n_layer
+        m = n // 2
+        weights = self.param("unet_skip_weights", nn.initializers.zeros, (m,), jnp.float32)
+        layers = jnp.arange(n)
+        decoder = layers >= n - m
+        pair = jnp.where(decoder, n - 1 - layers, m)  # the skip row block l reads
+        weight = jnp.where(decoder, jnp.concatenate([weights, jnp.zeros((1,))])[pair], 0.0)
+        write = jnp.minimum(layers, m)  # encoder blocks keep their output, the rest: the sink
+        skips = jnp.zeros((m + 1,) + h0.shape, h0.dtype)
+        (x, _), stats = blocks((h0, skips), {**xs, "unet": (weight, pair, write)})
+        return x, stats
 
 
 def _drop_start(out: tuple[tuple[Array, Array], dict]) -> tuple[Array, dict]:

@@ -158,6 +158,8 @@ def test_bad_dtype_and_bad_argument_values():
     ({"block_pattern": "attn,moe", "moe_n_experts": 4}, "block_pattern='attn,moe'"),
     ({"block_pattern": "mlp,attn"}, "block_pattern='mlp,attn'"),
     ({"weighted_residual": True}, "weighted_residual=True"),
+    ({"unet_skips": True}, "unet_skips=True"),
+    ({"attention_window": 8}, "attention_window=8"),
 ])
 def test_non_standard_blocks_are_refused(fields, message):
     from minillm_jax.export.architectures import lookup

@@ -54,6 +54,7 @@ CASES = [
     # modded-nanogpt embeddings: 3 layers, so that the middle one has no value embedding
     ("llama value_embeddings smear", "llama",
      dict(MODERN, n_layer=3, value_embeddings=1, smear=True), CUSTOM),
+    ("gpt window all untied", "gpt", dict(attention_window=4, tied=False), CUSTOM),
 ]
 
 
@@ -180,6 +181,10 @@ def _greedy_jax(config, params, prompt, n):
     ("llama qk_norm (Qwen3)", "llama", dict(qk_norm=True), False),
     ("gpt value_embeddings smear weighted_residual", "gpt",
      dict(n_layer=3, value_embeddings=1, smear=True, weighted_residual=True), False),
+    # also the export parity of unet_skips (odd depth) and a per-layer window pattern
+    ("llama unet_skips window alternate", "llama",
+     dict(n_layer=3, unet_skips=True, attention_window=4, attention_window_layers="alternate"),
+     False),
 ])
 def test_generate_matches_our_kv_cache_greedy_decoding(name, model, overrides, custom_code,
                                                        tmp_path):

@@ -15,6 +15,10 @@ class MiniLLMConfig(PretrainedConfig):
     value_embeddings: K > 0 extra token embeddings added, gated per head, to the attention values
         of layers j and n_layer - K + j (table j; modded-nanogpt).
     smear: add a gated share of the previous token's embedding to each embedding (modded-nanogpt).
+    unet_skips: U-net skips, block i's output times unet_skip_weights[i] added to the input of
+        block n_layer-1-i (i < n_layer // 2).
+    attention_window: > 0: sliding-window attention, query t sees keys (t - window, t], in the
+        layers that windowed_layers (one bool per layer) marks; 0 = full causal everywhere.
     """
 
     model_type = "minillm"
@@ -28,6 +32,8 @@ class MiniLLMConfig(PretrainedConfig):
                  mlp_activation: str = "swiglu", mlp_hidden: int = 2048, qk_norm: bool = False,
                  logit_softcap: float = 0.0, weighted_residual: bool = False,
                  value_embeddings: int = 0, smear: bool = False,
+                 unet_skips: bool = False, attention_window: int = 0,
+                 windowed_layers: list[bool] | None = None,
                  dropout: float = 0.0, attention_dropout: float = 0.0,
                  initializer_range: float = 0.02, tie_word_embeddings: bool = True,
                  use_cache: bool = True, **kwargs):
@@ -49,6 +55,9 @@ class MiniLLMConfig(PretrainedConfig):
         self.weighted_residual = weighted_residual
         self.value_embeddings = value_embeddings
         self.smear = smear
+        self.unet_skips = unet_skips
+        self.attention_window = attention_window
+        self.windowed_layers = list(windowed_layers or [attention_window > 0] * n_layer)
         self.dropout = dropout
         self.attention_dropout = attention_dropout
         self.initializer_range = initializer_range

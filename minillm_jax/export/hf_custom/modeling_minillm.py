@@ -9,7 +9,10 @@ It computes what minillm_jax.model.transformer.Transformer computes (float32 log
                attention scaled by 1/sqrt(head_dim); c_proj
   mlp          gelu (exact erf) / relu2: c_proj(act(c_fc x)); swiglu: c_proj(silu(w1 x) * w2 x)
   residuals    weighted_residual: the input of block r+1 (and of ln_f for r = n_layer) is
-               sum_{j<=r} residual_weights[r-1, j] * h_j, h_0 the embeddings, h_j block j's output
+               sum_{j<=r} residual_weights[r-1, j] * h_j, h_0 the embeddings, h_j block j's output;
+               unet_skips: x += unet_skip_weights[i] * (block i's output) before block n-1-i
+  window       attention_window > 0: in the layers windowed_layers marks, query p sees keys
+               (p - window, p] (the cached ones too)
   value_embeddings (K > 0, modded-nanogpt): layers j and n_layer-K+j add table j's embedding of
                the token to the attention values, per head h: v_h += g_h * ve_h with
                g = 2 sigmoid(cat(x[:6], ve[:6]) @ ve_gate), x the attention's normed input
@@ -224,13 +227,17 @@ class Block(nn.Module):
 
 
 def causal_mask(attention_mask: torch.Tensor | None, batch: int, length: int, past: int,
-                device: torch.device) -> torch.Tensor:
+                device: torch.device, window: int = 0) -> torch.Tensor:
     """Boolean (B, 1, T, past + T) mask: query i (cache row past + i) sees cache rows <= its own
-    that are not padding (attention_mask 0). A query always sees itself, so that padded rows
-    (whose outputs nobody reads) never have an empty softmax."""
+    (and > its own - window when window > 0) that are not padding (attention_mask 0). A query
+    always sees itself, so that padded rows (whose outputs nobody reads) never have an empty
+    softmax. Windows count cache rows, which are positions for unpadded rows."""
     rows = past + torch.arange(length, device=device)[:, None]
     keys = torch.arange(past + length, device=device)[None, :]
-    allowed = (keys <= rows)[None, None].expand(batch, 1, length, past + length)
+    allowed = keys <= rows
+    if window > 0:
+        allowed = allowed & (rows - keys < window)
+    allowed = allowed[None, None].expand(batch, 1, length, past + length)
     if attention_mask is not None:
         if attention_mask.dim() != 2:
             raise ValueError("MiniLLM takes a 2-D (batch, length) padding attention_mask")
@@ -265,6 +272,8 @@ class MiniLLMPreTrainedModel(PreTrainedModel):
         elif isinstance(module, MiniLLMModel) and module.residual_weights is not None:
             with torch.no_grad():
                 module.residual_weights.copy_(identity_residual_weights(module.config.n_layer))
+        if isinstance(module, MiniLLMModel) and module.unet_skip_weights is not None:
+            nn.init.zeros_(module.unet_skip_weights)
 
 
 def identity_residual_weights(n_layer: int) -> torch.Tensor:
@@ -286,6 +295,8 @@ class MiniLLMModel(MiniLLMPreTrainedModel):
         self.blocks = nn.ModuleList(Block(config, i) for i in range(config.n_layer))
         self.residual_weights = (nn.Parameter(identity_residual_weights(config.n_layer))
                                  if config.weighted_residual else None)
+        self.unet_skip_weights = (nn.Parameter(torch.zeros(config.n_layer // 2))
+                                  if getattr(config, "unet_skips", False) else None)
         self.ln_f = make_norm(config)
         k = getattr(config, "value_embeddings", 0)
         self.value_embeds = ValueEmbeddings(config) if k else None
@@ -314,15 +325,22 @@ class MiniLLMModel(MiniLLMPreTrainedModel):
         if self.smear is not None:
             x = self._smear(x, attention_mask, past, cache)
         x = self.drop(x)
-        mask = causal_mask(attention_mask, batch, length, past, input_ids.device)
-        ves = (None if self.value_embeds is None
+        full = causal_mask(attention_mask, batch, length, past, input_ids.device)
+        window = getattr(self.config, "attention_window", 0)
+        banded = (causal_mask(attention_mask, batch, length, past, input_ids.device, window)
+                  if window > 0 else full)
+        windowed = getattr(self.config, "windowed_layers", None) or [False] * len(self.blocks)
+        masks = [banded if w else full for w in windowed]
+        ves = ([None] * len(self.blocks) if self.value_embeds is None
                else [None if j < 0 else self.value_embeds.weight[j][input_ids]
                      for j in self.ve_tables])
-        if self.residual_weights is None:
-            for i, block in enumerate(self.blocks):
-                x = block(x, position_ids, mask, cache, ves and ves[i])
+        if self.residual_weights is not None:
+            x = self._weighted_residual_blocks(x, position_ids, masks, cache, ves)
+        elif self.unet_skip_weights is not None:
+            x = self._unet_blocks(x, position_ids, masks, cache, ves)
         else:
-            x = self._weighted_residual_blocks(x, position_ids, mask, cache, ves)
+            for block, mask, ve in zip(self.blocks, masks, ves):
+                x = block(x, position_ids, mask, cache, ve)
         return self.ln_f(x), cache
 
     def _smear(self, x: torch.Tensor, attention_mask: torch.Tensor | None, past: int,
@@ -341,9 +359,22 @@ class MiniLLMModel(MiniLLMPreTrainedModel):
             cache.minillm_smear_previous = x[:, -1]
         return out
 
+    def _unet_blocks(self, x: torch.Tensor, positions: torch.Tensor, masks: list[torch.Tensor],
+                     cache: DynamicCache | None, ves: list) -> torch.Tensor:
+        """U-net skips: before block n-1-i, x += unet_skip_weights[i] * (block i's output)."""
+        n = len(self.blocks)
+        weights = self.unet_skip_weights.to(x.dtype)
+        outputs = []
+        for r, (block, mask) in enumerate(zip(self.blocks, masks)):
+            if r >= n - n // 2:
+                x = x + weights[n - 1 - r] * outputs[n - 1 - r]
+            x = block(x, positions, mask, cache, ves[r])
+            outputs.append(x)
+        return x
+
     def _weighted_residual_blocks(self, h0: torch.Tensor, positions: torch.Tensor,
-                                  mask: torch.Tensor, cache: DynamicCache | None,
-                                  ves: list | None) -> torch.Tensor:
+                                  masks: list[torch.Tensor], cache: DynamicCache | None,
+                                  ves: list) -> torch.Tensor:
         weights = self.residual_weights.to(h0.dtype)
         outputs = [h0]
 
@@ -353,9 +384,8 @@ class MiniLLMModel(MiniLLMPreTrainedModel):
                 x = x + weights[r - 1, j] * outputs[j]
             return x
 
-        for r, block in enumerate(self.blocks):
-            outputs.append(block(h0 if r == 0 else mix(r), positions, mask, cache,
-                                 ves and ves[r]))
+        for r, (block, mask) in enumerate(zip(self.blocks, masks)):
+            outputs.append(block(h0 if r == 0 else mix(r), positions, mask, cache, ves[r]))
         return mix(len(self.blocks))
 
 
