@@ -28,5 +28,8 @@ def get_sweep() -> dict:
         {"name": "muon_wd_cautious", "muon_weight_decay": 0.5, "cautious_weight_decay": True},
         {"name": "value_embeddings", "value_embeddings": 2},  # layers 0, 1 and 2, 3
         {"name": "smear", "smear": True},
+        {"name": "unet_skips", "unet_skips": True},
+        # sliding windows of 32 of the 128 tokens in layers 0 and 2, full attention in 1 and 3
+        {"name": "window_alternate", "attention_window": 32, "attention_window_layers": "alternate"},
     ]
     return {"base": base, "variants": variants, "baseline": "v1", "seeds": 3}
