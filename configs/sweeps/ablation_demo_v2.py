@@ -11,14 +11,15 @@ The baseline is v1, so each variant's paired difference is the effect of the one
 
 from pathlib import Path
 
-from minillm_jax.config import load_config
+from minillm_jax.config import exec_python_file, load_config
+
+HERE = Path(__file__).parent
+DEV_SPLIT = exec_python_file(HERE / "ablation_demo_modern.py", "sweep").DEV_SPLIT
 
 
 def get_sweep() -> dict:
-    base = load_config(Path(__file__).parent.parent / "demo_v1.py")
-    base.update(dict(dataset="shakespeare-dev", data_dir="data/shakespeare-dev", eval_freq=105,
-                     eval_batches=40, final_full_eval=False, sample_tokens=0,
-                     save_every_minutes=0.0))
+    base = load_config(HERE.parent / "demo_v1.py")
+    base.update(dict(DEV_SPLIT, eval_freq=105))
     variants = [
         {"name": "v1"},
         {"name": "polar_express", "muon_ns_coefficients": "polar_express"},
