@@ -1,19 +1,33 @@
-"""The options of the modern recipe, shared by configs/demo.py (CPU quick start),
-configs/proxy_modern.py (the 10-minute CPU proxy) and configs/modern.py (166M, GPU).
+"""The modern recipe, version 2: the options of v1 (configs/recipes/modern_v1.py: Muon, untied
+head, ReLU^2 MLP, QK-norm, warm-up / constant / linear decay to ~zero) plus the speedrun
+techniques the v2 ablations kept (README "A modern recipe"; configs/sweeps/ablation_demo_v2.py,
+3 seeds each on the demo, shakespeare-dev split, never the validation plays):
 
-Not a runnable config: those files apply OPTIONS on top of their own model and data. Each option
-was kept because the multi-seed ablations in README "A modern recipe" measured it helping on the
-CPU proxies (hyper-parameters picked on the shakespeare-dev split, never on the validation plays);
-options measured not to help at this scale (zero_init_proj, logit_softcap) are left off.
+- decoupled weight decay on the Muon group (muon_weight_decay; v1 had none there);
+- NorMuon's per-neuron normalisation of Muon's orthogonalised update (muon_normuon);
+- smear: a gated share of the previous token's embedding added to each embedding (smear);
+- sliding-window attention of a quarter of the sequence in every other layer
+  (attention_window, attention_window_layers="alternate").
+
+Measured not to help at this scale, and left off: Polar Express coefficients, cautious weight
+decay (against plain decay of the same strength), value embeddings, U-net skips.
+
+Not a runnable config: configs/demo.py (CPU quick start), configs/proxy_modern.py (the CPU proxy)
+and configs/modern.py (166M, GPU) apply OPTIONS on top of their own model and data; the window
+is in tokens, a quarter of their 128-token sequence (configs/modern.py scales it to its own).
 """
 
+from pathlib import Path
+
+from minillm_jax.config import exec_python_file
+
+V1 = exec_python_file(Path(__file__).with_name("modern_v1.py"), "config").OPTIONS
+
 OPTIONS = dict(
-    opt="muon",  # Muon (muon_lr) on the hidden matrices, AdamW (lr) on embeddings, head and norms
-    tie_embeddings=False,
-    mlp_activation="relu2",
-    qk_norm=True,
-    scheduler="wsd",  # warm-up, constant, then a linear decay over the last half to ~zero
-    wsd_decay_frac=0.5,
-    wsd_decay_shape="linear",
-    final_div_factor=100.0,  # final lr = lr / div_factor / final_div_factor = lr / 1e4
+    V1,
+    muon_weight_decay=0.5,  # decoupled, times the Muon lr: at most 1% per step at 0.02
+    muon_normuon=True,
+    smear=True,
+    attention_window=32,  # tokens: a quarter of the 128-token sequence of demo.py / proxy.py
+    attention_window_layers="alternate",  # even layers windowed, odd layers full
 )

@@ -15,6 +15,8 @@ from minillm_jax.config import exec_python_file, load_config
 
 HERE = Path(__file__).parent
 DEV_SPLIT = exec_python_file(HERE / "ablation_demo_modern.py", "sweep").DEV_SPLIT
+V2 = exec_python_file(HERE.parent / "recipes" / "modern.py", "config")
+V2_ADDED = {k: v for k, v in V2.OPTIONS.items() if k not in V2.V1}
 
 
 def get_sweep() -> dict:
@@ -32,5 +34,7 @@ def get_sweep() -> dict:
         {"name": "unet_skips", "unet_skips": True},
         # sliding windows of 32 of the 128 tokens in layers 0 and 2, full attention in 1 and 3
         {"name": "window_alternate", "attention_window": 32, "attention_window_layers": "alternate"},
+        # v2: the options above that helped, together (configs/recipes/modern.py)
+        {"name": "v2", **V2_ADDED},
     ]
     return {"base": base, "variants": variants, "baseline": "v1", "seeds": 3}
