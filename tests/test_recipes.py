@@ -26,7 +26,9 @@ def test_v2_is_v1_plus_options_that_are_off_by_default():
     assert added and all(base[k] != v for k, v in added.items())
     for config in ("demo.py", "proxy_modern.py", "modern.py"):
         loaded = load_config(REPO / "configs" / config)
-        assert {k: loaded[k] for k in v2} == v2, config
+        # the window is a quarter of the sequence: 32 of the CPU configs' 128 tokens
+        expected = dict(v2, attention_window=loaded.sequence_length // 4)
+        assert {k: loaded[k] for k in v2} == expected, config
     for config in ("demo_v1.py", "proxy_modern_v1.py"):
         loaded = load_config(REPO / "configs" / config)
         assert all(loaded[k] == base[k] for k in added), config
@@ -35,10 +37,10 @@ def test_v2_is_v1_plus_options_that_are_off_by_default():
 def test_demo_trains_30_steps_with_v2(tmp_path, shakespeare_dir):
     config = load_config(REPO / "configs" / "demo.py")
     config.update(dict(iterations=30, eval_freq=30, eval_batches=4, final_full_eval=False,
-                       sample_tokens=0, log_freq=5, save_every_minutes=0.0,
+                       sample_tokens=0, log_freq=1, save_every_minutes=0.0,
                        data_dir=shakespeare_dir, workdir=str(tmp_path / "demo")))
     result = train(config)
     losses = [r["train_loss"] for r in read_metrics(str(tmp_path / "demo")) if "train_loss" in r]
     assert result["steps_run"] == 30 and all(math.isfinite(x) for x in losses)
-    # an untrained model scores ln(50304) = 10.8; 30 steps of the recipe get below 7
-    assert losses[0] > 9.5 and result["val_loss"] < 7.0, (losses, result["val_loss"])
+    # the first step scores about ln(50304) = 10.8 (an untrained model); 30 steps get below 7
+    assert losses[0] > 10.0 and result["val_loss"] < 7.0, (losses[0], result["val_loss"])
