@@ -1,6 +1,6 @@
 """Tune the lr of both recipes on the CPU proxy, on the shakespeare-dev split (never on the
-validation plays): the 2023 recipe (configs/proxy.py, full length) and the modern recipe
-(configs/proxy_modern.py) at 40% of the proxy's steps, the length configs/sweeps/proxy_speedup.py
+validation plays): the 2023 recipe (configs/proxy.py, full length) and the modern recipe v1
+(configs/proxy_modern_v1.py) at 40% of the proxy's steps, the length configs/sweeps/proxy_speedup.py
 trains it for. One seed each.
 
     python -m minillm_jax.sweep configs/sweeps/proxy_lr.py
@@ -17,7 +17,7 @@ DEV = dict(dataset="shakespeare-dev", data_dir="data/shakespeare-dev", eval_freq
 
 def get_sweep() -> dict:
     baseline = load_config(CONFIGS / "proxy.py")
-    modern = load_config(CONFIGS / "proxy_modern.py")
+    modern = load_config(CONFIGS / "proxy_modern_v1.py")
     base = baseline.copy_and_resolve_references()
     base.update(DEV)
     modern_fields = {k: v for k, v in modern.items() if baseline[k] != v}

@@ -20,6 +20,7 @@ def get_sweep() -> dict:
         {"name": "v2"},
         {"name": "lr_1e-2", "lr": 1e-2},  # AdamW group (embeddings, head, norms, gates): 2e-2
         {"name": "lr_4e-2", "lr": 4e-2},
+        {"name": "lr_8e-2", "lr": 8e-2},
         {"name": "muon_lr_0.01", "muon_lr": 0.01},  # Muon group: 0.02
         {"name": "muon_lr_0.04", "muon_lr": 0.04},
         {"name": "muon_wd_1", "muon_weight_decay": 1.0},  # 0.5
