@@ -330,4 +330,6 @@ def from_state_dict(state_dict: Mapping[str, Any], rules: Sequence[Rule],
     if nonzero:
         raise ConversionError(format_key_problems(
             f"state dict cannot be represented exactly by {what}:", other=nonzero))
-    return {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in flat.items()}
+    # reshaped back: np.ascontiguousarray turns a 0-d array (a scalar parameter) into shape (1,)
+    return {k: np.ascontiguousarray(v, dtype=np.float32).reshape(np.shape(v))
+            for k, v in flat.items()}
