@@ -19,4 +19,7 @@ def get_sweep() -> dict:
     base = load_config(HERE.parent / "proxy_modern.py")
     base.update(dict(DEV, iterations=STEPS_V2))
     variants = [{"name": f"v2_lr{lr:g}", "lr": lr} for lr in (4e-3, 8e-3, 1.6e-2)]
+    # Muon's lr halved too, as the demo's tuning chose (configs/sweeps/tune_demo_v2.py)
+    variants += [{"name": f"v2_lr{lr:g}_muon_lr0.01", "lr": lr, "muon_lr": 0.01}
+                 for lr in (8e-3, 1.6e-2)]
     return {"base": base, "variants": variants}
