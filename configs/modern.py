@@ -1,7 +1,9 @@
-"""The modern recipe at the 166M scale of configs/best.py, for the GPU run: Muon on the hidden
-matrices, untied head, ReLU^2 MLP, QK-norm, warm-up / constant / linear decay to ~zero over the
-last half (configs/recipes/modern.py), on configs/best_fused.py (bfloat16 matmuls with a float32
-residual stream, cuDNN fused attention, residual and embedding dropout 0.05).
+"""The modern recipe (v2) at the 166M scale of configs/best.py, for the GPU run: Muon on the hidden
+matrices (with decoupled weight decay and NorMuon's per-neuron normalisation), untied head, ReLU^2
+MLP, QK-norm, smear, sliding-window attention (128 of the 512 tokens) in every other layer,
+warm-up / constant / linear decay to ~zero over the last half (configs/recipes/modern.py), on
+configs/best_fused.py (bfloat16 matmuls with a float32 residual stream, cuDNN fused attention,
+residual and embedding dropout 0.05).
 
     python -m minillm_jax.main --config configs/modern.py --config.budget_minutes=180
 

@@ -126,3 +126,28 @@ def test_cli_reports_errors_in_one_line(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines()[-1].startswith("error: config.n_embd=64 is not")
     assert "Traceback" not in proc.stderr
+
+
+def test_train_time_excludes_the_evaluations_and_the_final_save(tmp_path, shakespeare_dir,
+                                                                 monkeypatch):
+    """train_time_s is training only: every evaluation, the final one included, and every save
+    take 1000 s of a fake clock here, and none of it is counted."""
+    from minillm_jax.train import evaluator, progress, run_checkpoints
+
+    offset = [0.0]
+    real_clock = progress.time.perf_counter
+    monkeypatch.setattr(progress.time, "perf_counter", lambda: real_clock() + offset[0])
+
+    def slow(method):
+        def wrapped(*args, **kwargs):
+            offset[0] += 1000.0
+            return method(*args, **kwargs)
+        return wrapped
+
+    monkeypatch.setattr(evaluator.Evaluator, "__call__", slow(evaluator.Evaluator.__call__))
+    monkeypatch.setattr(run_checkpoints.RunCheckpoints, "save",
+                        slow(run_checkpoints.RunCheckpoints.save))
+    result = train(tiny_config(data_dir=shakespeare_dir, workdir=str(tmp_path / "run"),
+                               iterations=10, eval_freq=5, log_freq=5))
+    assert offset[0] >= 3000.0  # an evaluation at 5, the final save and the final evaluation
+    assert 0.0 < result["train_time_s"] < 100.0

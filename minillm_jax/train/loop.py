@@ -341,13 +341,14 @@ class TrainLoop:
         final_step = int(jax.device_get(state.step))
         stop_reason = "time budget" if self.total < c.run.iterations and self.budget else (
             "iterations")
-        saved = self.checkpoints.save(final_step, state, self.loader.get_state(), c,
-                                      loop_state=self._loop_state())
+        with self.progress.paused():  # train_time_s counts neither the save nor the evaluation
+            saved = self.checkpoints.save(final_step, state, self.loader.get_state(), c,
+                                          loop_state=self._loop_state())
+            max_batches = None if c.run.final_full_eval else c.run.eval_batches
+            final_params = eval_params(state.opt_state, state.params)  # schedule-free: x, not y
+            result = self.evaluator(final_params, max_batches)
         if saved:
             self.unconfirmed.append(final_step)
-        max_batches = None if c.run.final_full_eval else c.run.eval_batches
-        final_params = eval_params(state.opt_state, state.params)  # schedule-free: x, not y
-        result = self.evaluator(final_params, max_batches)
         log(f"final eval @ {final_step}: {format_eval(result)}")
         if final_step in self.unconfirmed and math.isfinite(result["val_loss"]):
             self.checkpoints.wait()  # on disk before it is named good
