@@ -157,11 +157,7 @@ class Block(nn.Module):
         for i, (kind, name) in enumerate(cfg.sublayers):
             h = make_norm(cfg, self.execution, f"ln_{i + 1}")(x)
             layer = types[kind](cfg, self.execution, self.train, name=name)
-            if kind == "attn" and (start is not None or windowed is not True
-                                   or value_embed is not None):
-                out = layer(h, start, windowed, value_embed)
-            else:
-                out = layer(h)
+            out = layer(h, start, windowed, value_embed) if kind == "attn" else layer(h)
             if isinstance(out, tuple):  # a layer with statistics (MoE)
                 out, layer_stats = out
                 stats = {k: stats[k] + v if k in stats else v for k, v in layer_stats.items()}
